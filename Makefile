@@ -1,0 +1,5 @@
+.PHONY: demo test
+demo:
+	./hack/demo
+test:
+	./hack/test

@@ -1,0 +1,31 @@
+"""Entry point of the `lora-controller` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lora_controller import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lora-controller",
+        description="Places, loads and keeps LoRA adapters on vLLM pods, from LoraAdapter resources.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("crd", help="print the LoraAdapter CustomResourceDefinition (YAML)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "crd":
+        from lora_controller.api.crd import render_crd_yaml
+
+        sys.stdout.write(render_crd_yaml())
+        return
+    parser.print_help()

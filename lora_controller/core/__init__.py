@@ -1,0 +1,1 @@
+"""Lowest layer: small dependency-free helpers shared by every layer (clocks, names, quantities)."""

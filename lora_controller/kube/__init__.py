@@ -1,0 +1,4 @@
+"""Kubernetes machinery: client, reflector, informer, store, work queue, leader election, status, events.
+
+The only layer that imports kubernetes_asyncio.
+"""

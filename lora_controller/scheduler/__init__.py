@@ -1,0 +1,1 @@
+"""The LoRA scheduler: pure, deterministic, capacity-aware placement with priority and preemption."""

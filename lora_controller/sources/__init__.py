@@ -1,0 +1,1 @@
+"""Adapter sources (HuggingFace, S3, local): discovery, metadata, credentials and staging."""
