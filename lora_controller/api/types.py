@@ -1,0 +1,381 @@
+"""Pydantic models of the LoraAdapter resource: the single source of truth for its schema.
+
+The CRD's OpenAPI schema (crds/) is generated from these models by `hack/gen-crd`, so a field's
+name, type, default, description and server-side validation rules (OpenAPI bounds and CEL
+`x-kubernetes-validations`) are written once, here. The models parse what the API server returns
+leniently: unknown (future) fields are ignored, so an older controller never crashes on a newer
+resource.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "production-stack.vllm-project"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "LoraAdapter"
+PLURAL = "loraadapters"
+SINGULAR = "loraadapter"
+SHORT_NAMES = ["lora", "loras"]
+FINALIZER = f"{GROUP}/unload-adapters"
+
+PRIORITY_MIN = 0
+PRIORITY_MAX = 1_000_000
+MAX_ADAPTERS_DEFAULT = 100
+MAX_ADAPTERS_LIMIT = 10_000
+
+# An adapter name must be usable as a vLLM `lora_name` and as one folder name.
+ADAPTER_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+ADAPTER_NAME_MAX = 128
+QUANTITY_MESSAGE = "must be a Kubernetes quantity greater than zero, such as 512Mi or 2Gi"
+
+
+def _rules(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
+    """CEL validation rules (rule, message[, fieldPath]) for the generated schema."""
+    out = []
+    for rule in rules:
+        entry = {"rule": rule[0], "message": rule[1]}
+        if len(rule) == 3:
+            entry["fieldPath"] = rule[2]
+        out.append(entry)
+    return {"x-kubernetes-validations": out}
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=False,
+        serialize_by_alias=True,
+    )
+
+
+class SourceType(StrEnum):
+    HUGGINGFACE = "huggingface"
+    S3 = "s3"
+    LOCAL = "local"
+
+
+class PreemptionPolicy(StrEnum):
+    LOWER_PRIORITY = "LowerPriority"
+    NONE = "None"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    LOADING = "Loading"
+    READY = "Ready"
+    PARTIAL = "Partial"
+    FAILED = "Failed"
+
+
+# CEL rules on adapterSource: the repository's form depends on the type.
+_S3_REPO = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+_HF_REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
+_SOURCE_RULES = _rules(
+    (
+        f"self.type != 's3' || self.repository.matches('{_S3_REPO}')",
+        "for type s3, repository must be s3://BUCKET or s3://BUCKET/PREFIX "
+        "(bucket: 3-63 lowercase letters, digits, '.' or '-')",
+        ".repository",
+    ),
+    (
+        f"self.type != 'huggingface' || self.repository.matches('{_HF_REPO}')",
+        "for type huggingface, repository must be ORG or ORG/REPO "
+        "(letters, digits, '.', '_' or '-')",
+        ".repository",
+    ),
+    (
+        "self.type != 'local' || (self.repository.startsWith('/') && "
+        "!self.repository.matches('(^|/)[.][.]?(/|$)'))",
+        "for type local, repository must be an absolute path (starting with '/') "
+        "without '.' or '..' segments",
+        ".repository",
+    ),
+    (
+        "self.type == 'huggingface' || !has(self.revision)",
+        "revision applies only to type huggingface",
+        ".revision",
+    ),
+    (
+        "self.type == 's3' || (!has(self.endpoint) && !has(self.region))",
+        "endpoint and region apply only to type s3",
+    ),
+)
+
+
+class AdapterSource(ApiModel):
+    """Where adapters come from and which of them this resource selects."""
+
+    model_config = ConfigDict(json_schema_extra=_SOURCE_RULES)
+
+    type: SourceType = Field(
+        description="Where the adapters live: huggingface (a Hub repository or organisation), "
+        "s3 (a bucket and prefix) or local (a path on a volume the vLLM pods mount)."
+    )
+    repository: str = Field(
+        min_length=1, max_length=1024,
+        description="huggingface: ORG/REPO (one adapter at the root, or one per sub-folder holding "
+        "an adapter_config.json) or ORG (every model repository of that author); s3: "
+        "s3://BUCKET/PREFIX (each folder holding an adapter_config.json is one adapter); local: an "
+        "absolute path on a volume that the vLLM pods mount at the same path.",
+    )
+    pattern: str | None = Field(
+        default=None, max_length=256,
+        description="Optional shell glob on adapter names (e.g. '*alpaca*'). Combined with prefix "
+        "and adapters as a conjunction; none of them selects every adapter found.",
+    )
+    adapters: list[str] | None = Field(
+        default=None, max_length=1000,
+        description="Optional explicit list of adapter names (folder or repository names) to select.",
+        json_schema_extra={
+            "items": {
+                "type": "string", "minLength": 1, "maxLength": ADAPTER_NAME_MAX,
+                **_rules((
+                    f"self.matches('{ADAPTER_NAME_RE}')",
+                    "adapter names must start with a letter or digit and contain only letters, "
+                    "digits, '.', '_' or '-' (no '/', no '..')",
+                )),
+            }
+        },
+    )
+    prefix: str | None = Field(
+        default=None, max_length=ADAPTER_NAME_MAX,
+        description="Optional prefix that adapter names must start with (e.g. 'lora-').",
+    )
+    max_adapters: int = Field(
+        default=MAX_ADAPTERS_DEFAULT, ge=1, le=MAX_ADAPTERS_LIMIT,
+        description="Upper bound on how many adapters discovery selects, so a broad pattern never "
+        "floods a cluster. When more match, the first ones by name are kept and the status says so.",
+    )
+    revision: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="huggingface only: the branch, tag or commit to read (default: main).",
+    )
+    endpoint: str | None = Field(
+        default=None, max_length=1024, pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="s3 only: the endpoint URL of an S3-compatible store (e.g. http://minio:9000).",
+    )
+    region: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="s3 only: the bucket's region (default: the AWS credential chain's).",
+    )
+
+
+class CredentialsSecretRef(ApiModel):
+    """A Secret in the resource's namespace holding the source's credentials."""
+
+    model_config = ConfigDict(json_schema_extra=_rules((
+        "!has(self.keys) || self.keys.all(k, k in ['HF_TOKEN', 'AWS_ACCESS_KEY_ID', "
+        "'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'VLLM_API_KEY'])",
+        "keys may only rename HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_SESSION_TOKEN or VLLM_API_KEY",
+    )))
+
+    name: str = Field(
+        min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of a Secret in this resource's namespace. Keys read: HF_TOKEN "
+        "(huggingface); AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optional AWS_SESSION_TOKEN "
+        "(s3). Without a Secret, s3 uses the default AWS credential chain (IRSA, instance role).",
+    )
+    keys: dict[str, str] | None = Field(
+        default=None,
+        description="Optional renaming of the keys read from the Secret, e.g. "
+        "{HF_TOKEN: token}: the value of the Secret's key 'token' is used as HF_TOKEN.",
+        json_schema_extra={"maxProperties": 5},
+    )
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: str = Field(max_length=317, description="The label key the selector applies to.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[str] | None = Field(
+        default=None, description="Values for In and NotIn; empty for Exists and DoesNotExist."
+    )
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes label selector (matchLabels and matchExpressions are ANDed)."""
+
+    match_labels: dict[str, str] | None = Field(
+        default=None, description="Labels a pod must carry, all of them."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, description="Set-based requirements a pod's labels must meet, all of them."
+    )
+
+
+class DeploymentConfig(ApiModel):
+    """Which vLLM pods may serve the adapters, and when they are loaded."""
+
+    load_on_startup: bool = Field(
+        default=True,
+        description="true: load the adapters on their pods as soon as they are placed. false: "
+        "place and stage them, but load one only when a router asks for it through the router API "
+        "(GET /v1/adapters/{name}/pods?ensure=true).",
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None,
+        description="vLLM pods (in this namespace) that may serve these adapters. Without it, every "
+        "pod in the namespace whose vLLM serves baseModel with LoRA enabled is a candidate.",
+    )
+    replicas: int | None = Field(
+        default=None, ge=1, le=10_000,
+        description="How many pods load each adapter. Absent: every eligible pod.",
+    )
+
+
+class ResourceRequirements(ApiModel):
+    memory: str | None = Field(
+        default=None, max_length=64,
+        description="Memory one adapter takes on a vLLM pod (a quantity such as 2Gi). Absent: the "
+        "size of its weight files, measured.",
+        json_schema_extra=_rules((
+            "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))", QUANTITY_MESSAGE
+        )),
+    )
+
+
+class SchedulingConfig(ApiModel):
+    """How adapters compete for pod capacity."""
+
+    priority: int = Field(
+        default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX,
+        description=f"Higher is placed first ({PRIORITY_MIN} to {PRIORITY_MAX}).",
+    )
+    preemption_policy: PreemptionPolicy = Field(
+        default=PreemptionPolicy.LOWER_PRIORITY,
+        description="LowerPriority: may evict adapters of strictly lower priority to make room. "
+        "None: never evicts.",
+    )
+    resource_requirements: ResourceRequirements | None = Field(
+        default=None, description="Resources one adapter takes on a pod."
+    )
+
+
+class LoraAdapterSpec(ApiModel):
+    """The adapters wanted, where they come from and where they may run."""
+
+    base_model: str = Field(
+        min_length=1, max_length=512,
+        description="The base model the adapters were trained for, as the vLLM pods serve it "
+        "(--model or --served-model-name), e.g. meta-llama/Llama-2-70b-hf.",
+    )
+    adapter_source: AdapterSource = Field(description="Where the adapters come from.")
+    credentials_secret_ref: CredentialsSecretRef | None = Field(
+        default=None, description="Credentials for the source, from a Secret in this namespace."
+    )
+    deployment_config: DeploymentConfig | None = Field(
+        default=None, description="Which pods serve the adapters and when they are loaded."
+    )
+    scheduling_config: SchedulingConfig | None = Field(
+        default=None, description="Priority, preemption and resources."
+    )
+
+    # Defaults the API server applies are mirrored here for objects built in Python.
+    def deployment(self) -> DeploymentConfig:
+        return self.deployment_config or DeploymentConfig()
+
+    def scheduling(self) -> SchedulingConfig:
+        return self.scheduling_config or SchedulingConfig()
+
+
+class FailedAdapter(ApiModel):
+    name: str = Field(description="The adapter that is not (fully) served.")
+    reason: str = Field(description="Why, in words a person can act on.")
+
+
+class PodAssignment(ApiModel):
+    pod: str = Field(description="Name of the vLLM pod.")
+    adapters: list[str] = Field(
+        default_factory=list, description="Adapters of this resource confirmed loaded on that pod."
+    )
+
+
+class Condition(ApiModel):
+    """A Kubernetes API convention condition (metav1.Condition)."""
+
+    type: str = Field(max_length=316, description="Ready, Progressing, Degraded, Conflict, ...")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation the condition was set for."
+    )
+    last_transition_time: str = Field(
+        description="When the condition last changed status (RFC 3339)."
+    )
+    reason: str = Field(max_length=1024, description="CamelCase reason for the last transition.")
+    message: str = Field(default="", max_length=32768, description="Details for a person.")
+
+
+class LoraAdapterStatus(ApiModel):
+    """What the pods' /v1/models confirm, written by the controller only."""
+
+    phase: Phase | None = Field(
+        default=None,
+        description="Loading while work is in flight; Ready when every desired replica is confirmed "
+        "by the pods' /v1/models; Partial when some are and some failed; Failed when none could be.",
+    )
+    loaded_adapters: list[str] = Field(
+        default_factory=list,
+        description="Adapters confirmed loaded on at least one pod (by /v1/models).",
+    )
+    failed_adapters: list[FailedAdapter] = Field(
+        default_factory=list, description="Adapters not (fully) served, each with a reason."
+    )
+    pod_assignments: list[PodAssignment] = Field(
+        default_factory=list, description="Per pod, the adapters confirmed loaded there."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Degraded, Conflict (API conventions).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status was computed for."
+    )
+    desired_count: int = Field(default=0, description="Adapters selected by discovery.")
+    loaded_count: int = Field(default=0, description="Adapters with every desired replica loaded.")
+    failed_count: int = Field(default=0, description="Adapters in failedAdapters.")
+    truncated: bool = Field(
+        default=False,
+        description="True when the lists above were shortened to keep the object small; counts "
+        "stay exact and the router API has the full detail.",
+    )
+
+
+class ObjectMeta(ApiModel):
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    generation: int = 0
+    resource_version: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    finalizers: list[str] = Field(default_factory=list)
+    deletion_timestamp: str | None = None
+    creation_timestamp: str | None = None
+
+
+class LoraAdapter(ApiModel):
+    """A LoraAdapter resource as the API server returns it."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: LoraAdapterSpec
+    status: LoraAdapterStatus | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+    def status_patch(self, status: LoraAdapterStatus) -> dict[str, Any]:
+        """A merge patch body for the /status subresource that sets the whole status."""
+        return {"status": status.model_dump(mode="json", by_alias=True, exclude_none=True)}
