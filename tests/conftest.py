@@ -12,6 +12,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from lora_controller.devenv.controlplane import ControlPlane
+from lora_controller.kube.client import KubeClient
 from tests.support.controlplane import install_crds, kubectl
 
 
@@ -44,3 +45,29 @@ async def api_client(control_plane: ControlPlane) -> AsyncIterator[k8s_client.Ap
     await k8s_config.load_kube_config(config_file=str(control_plane.kubeconfig), client_configuration=cfg)
     async with k8s_client.ApiClient(configuration=cfg) as api:
         yield api
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[KubeClient]:
+    """The controller's own JSON client, as the admin user."""
+    client = await KubeClient.from_config(kubeconfig=str(control_plane.kubeconfig), timeout=10)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="module")
+def private_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of the module's own, for tests that stop it or compact etcd.
+
+    The API server's watch cache is off, so watches read etcd directly and a compaction makes a
+    stale watch fail with a real 410 Gone.
+    """
+    cp = ControlPlane(tmp_path_factory.mktemp("kubeenv-private"))
+    cp.up(extra_apiserver_args=["--watch-cache=false"])
+    try:
+        install_crds(cp)
+        yield cp
+    finally:
+        cp.down()
