@@ -1,0 +1,229 @@
+"""Discovery: from a LoraAdapter spec to the adapters it selects, each with files and config.
+
+One interface for every source type. The reader lists candidate folders; `selection` names,
+filters, de-duplicates and caps them (pure); only the chosen ones are resolved and have their
+adapter_config.json read and checked (validity, weights present, base model), concurrently and
+bounded. Whole-source failures raise a SourceError; per-adapter problems come back as AdapterErrors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from lora_controller.api.types import AdapterSource, LoraAdapterSpec, SourceType
+from lora_controller.sources import metrics
+from lora_controller.sources.adapter_config import base_model_matches, parse_adapter_config
+from lora_controller.sources.credentials import SourceCredentials
+from lora_controller.sources.errors import (
+    ADAPTER_WEIGHTS_MISSING,
+    AdapterError,
+    BaseModelMismatch,
+    InvalidAdapterConfig,
+    NoAdaptersMatch,
+    SourceError,
+)
+from lora_controller.sources.hf import HuggingFaceSource
+from lora_controller.sources.local import LocalSource
+from lora_controller.sources.model import (
+    CONFIG_FILE,
+    AdapterFile,
+    Candidate,
+    DiscoveredAdapter,
+    Discovery,
+    SourceOptions,
+    content_version,
+)
+from lora_controller.sources.s3 import S3Source
+from lora_controller.sources.selection import describe_selectors, select
+
+log = structlog.get_logger(__name__)
+
+
+class SourceReader(Protocol):
+    """What discovery and staging need from a source."""
+
+    @property
+    def endpoint(self) -> str | None: ...
+
+    async def candidates(self) -> list[Candidate]: ...
+
+    async def resolve(self, candidate: Candidate) -> Candidate: ...
+
+    async def read_file(self, candidate: Candidate, path: str) -> bytes: ...
+
+    async def fetch(self, adapter: DiscoveredAdapter, file: AdapterFile, dest: Path) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def open_source(
+    source: AdapterSource,
+    *,
+    credentials: SourceCredentials | None,
+    options: SourceOptions,
+) -> SourceReader:
+    """A reader for `source` (no I/O yet)."""
+    if source.type is SourceType.HUGGINGFACE:
+        return HuggingFaceSource(
+            source.repository, revision=source.revision, options=options,
+            token=credentials.hf_token if credentials else None,
+            secret_name=credentials.secret_name if credentials else "",
+        )
+    if source.type is SourceType.S3:
+        return S3Source(
+            source.repository, endpoint=source.endpoint, region=source.region,
+            credentials=credentials, options=options,
+        )
+    return LocalSource(source.repository, options=options)
+
+
+def open_for_adapter(
+    adapter: DiscoveredAdapter,
+    *,
+    credentials: SourceCredentials | None,
+    options: SourceOptions,
+) -> SourceReader:
+    """A reader for staging `adapter`, at the endpoint it was discovered through."""
+    if adapter.source_type is SourceType.HUGGINGFACE:
+        return HuggingFaceSource(
+            adapter.repository, revision=adapter.revision, options=options,
+            endpoint=adapter.endpoint, token=credentials.hf_token if credentials else None,
+            secret_name=credentials.secret_name if credentials else "",
+        )
+    if adapter.source_type is SourceType.S3:
+        return S3Source(
+            adapter.repository, endpoint=adapter.endpoint, region=adapter.region,
+            credentials=credentials, options=options,
+        )
+    return LocalSource(adapter.repository, options=options)
+
+
+async def discover(
+    spec: LoraAdapterSpec,
+    *,
+    namespace: str,
+    credentials: SourceCredentials | None,
+    options: SourceOptions | None = None,
+) -> Discovery:
+    """The adapters `spec.adapterSource` selects (see module doc); raises SourceError."""
+    source = spec.adapter_source
+    started = time.monotonic()
+    try:
+        found = await _discover(spec, namespace=namespace, credentials=credentials,
+                                options=options or SourceOptions())
+    except SourceError as exc:
+        metrics.DISCOVERIES.labels(source.type.value, exc.reason).inc()
+        log.warning("sources.discovery_failed", namespace=namespace,
+                    source_type=source.type.value, repository=source.repository,
+                    reason=exc.reason, error=exc.message)
+        raise
+    finally:
+        metrics.DISCOVERY_SECONDS.labels(source.type.value).observe(time.monotonic() - started)
+    metrics.DISCOVERIES.labels(source.type.value, "ok").inc()
+    return found
+
+
+async def _discover(
+    spec: LoraAdapterSpec,
+    *,
+    namespace: str,
+    credentials: SourceCredentials | None,
+    options: SourceOptions,
+) -> Discovery:
+    source = spec.adapter_source
+    reader = open_source(source, credentials=credentials, options=options)
+    try:
+        candidates = await reader.candidates()
+        selection = select(candidates, source)
+        if not selection.chosen and not selection.errors:
+            found = len(candidates)
+            where = f"{source.type.value} repository {source.repository!r}"
+            if found:
+                raise NoAdaptersMatch(
+                    f"{where} holds {found} adapter(s) but none is selected by "
+                    f"{describe_selectors(source)}"
+                )
+            raise NoAdaptersMatch(f"{where} holds no folder with {CONFIG_FILE}")
+        sem = asyncio.Semaphore(max(1, options.concurrency))
+        endpoint = reader.endpoint
+
+        async def inspect(name: str, cand: Candidate) -> DiscoveredAdapter | AdapterError:
+            async with sem:
+                return await _inspect(
+                    reader, name, cand, spec=spec, endpoint=endpoint,
+                )
+
+        results = await asyncio.gather(
+            *(inspect(n, c) for n, c in selection.chosen), return_exceptions=True
+        )
+    finally:
+        await reader.aclose()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    adapters = tuple(r for r in results if isinstance(r, DiscoveredAdapter))
+    errors = tuple(selection.errors) + tuple(r for r in results if isinstance(r, AdapterError))
+    log.info(
+        "sources.discovered", namespace=namespace, source_type=source.type.value,
+        repository=source.repository, adapters=len(adapters), errors=len(errors),
+        capped=selection.capped, total_found=selection.total_found,
+    )
+    return Discovery(
+        adapters=adapters, errors=tuple(sorted(errors, key=lambda e: (e.name, e.reason))),
+        capped=selection.capped, total_found=selection.total_found,
+    )
+
+
+async def _inspect(
+    reader: SourceReader,
+    name: str,
+    cand: Candidate,
+    *,
+    spec: LoraAdapterSpec,
+    endpoint: str | None,
+) -> DiscoveredAdapter | AdapterError:
+    """Resolve one chosen candidate, read and check its config; per-adapter errors returned."""
+    source = spec.adapter_source
+    try:
+        cand = await reader.resolve(cand)
+        files = cand.files or ()
+        if not any(f.is_weights for f in files):
+            return AdapterError(
+                name=name, reason=ADAPTER_WEIGHTS_MISSING, location=cand.location,
+                message=f"{cand.location} has no weight file (adapter_model.safetensors or .bin)",
+            )
+        raw = await reader.read_file(cand, CONFIG_FILE)
+        try:
+            config = parse_adapter_config(raw)
+        except InvalidAdapterConfig as exc:
+            raise InvalidAdapterConfig(f"{cand.location}/{CONFIG_FILE}: {exc.message}") from None
+        if not base_model_matches(config.base_model_name_or_path, spec.base_model):
+            raise BaseModelMismatch(
+                f"{cand.location} was trained for {config.base_model_name_or_path!r}, but "
+                f"spec.baseModel is {spec.base_model!r}"
+            )
+    except SourceError as exc:
+        if exc.retryable:
+            raise
+        return AdapterError(name=name, reason=exc.reason, message=exc.message,
+                            location=cand.location)
+    ids_complete = all(f.sha256 or f.etag or f.mtime_ns is not None for f in files)
+    fallback = "" if ids_complete else (cand.revision or "")
+    return DiscoveredAdapter(
+        name=name,
+        source_type=source.type,
+        location=cand.location,
+        version=content_version(files, fallback=fallback),
+        files=files,
+        config=config,
+        repository=cand.repository,
+        subfolder=cand.subfolder,
+        revision=cand.revision,
+        endpoint=endpoint,
+        region=source.region if source.type is SourceType.S3 else None,
+    )
