@@ -1,1 +1,33 @@
 """The LoRA scheduler: pure, deterministic, capacity-aware placement with priority and preemption."""
+
+from lora_controller.scheduler.model import (
+    AdapterDemand,
+    AdapterKey,
+    AdapterStatus,
+    Placement,
+    PodCapacity,
+    PodKey,
+    Preemption,
+    PreemptionPolicy,
+    Schedule,
+    Shortfall,
+    Strategy,
+)
+from lora_controller.scheduler.placing import Scheduler, schedule, schedule_adapter
+
+__all__ = [
+    "AdapterDemand",
+    "AdapterKey",
+    "AdapterStatus",
+    "Placement",
+    "PodCapacity",
+    "PodKey",
+    "Preemption",
+    "PreemptionPolicy",
+    "Schedule",
+    "Scheduler",
+    "Shortfall",
+    "Strategy",
+    "schedule",
+    "schedule_adapter",
+]
