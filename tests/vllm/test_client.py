@@ -33,7 +33,7 @@ def client(session: aiohttp.ClientSession, **kw: object) -> VllmClient:
 
 async def test_load_list_reload_unload(session: aiohttp.ClientSession, make_pod: PodFactory, adapters_root: Path,
                                        model_dir: str) -> None:
-    pod, ep = await make_pod()
+    _, ep = await make_pod()
     c = client(session)
     models = await c.list_models(ep)
     assert [b.id for b in models.base_models] == [model_dir] and models.adapters == ()

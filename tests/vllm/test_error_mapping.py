@@ -66,13 +66,7 @@ def _cases() -> list[tuple[str, dict[str, Any], type[VllmError] | None, str]]:
                 expected = RuntimeUpdatesDisabled
             elif alias_delete:
                 expected = None
-            elif not isinstance(body, dict) or req["headers"].get("Content-Type") != "application/json":
-                expected = RequestRejected
-            elif is_load and ("lora_path" not in body and "src" not in body):
-                expected = RequestRejected
-            elif is_unload and "lora_name" not in body and not req["path"].startswith("/adapters/"):
-                expected = RequestRejected
-            elif not name or (is_load and not path):
+            elif not isinstance(body, dict) or req["headers"].get("Content-Type") != "application/json" or (is_load and ("lora_path" not in body and "src" not in body)) or (is_unload and "lora_name" not in body and not req["path"].startswith("/adapters/")) or not name or (is_load and not path):
                 expected = RequestRejected
             elif is_unload:
                 expected = None
