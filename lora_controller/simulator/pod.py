@@ -78,6 +78,7 @@ class RegisteredAdapter:
     files: AdapterFiles
     loaded_at: float
     static: bool = False
+    base_model_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ class SimulatedPod:
         """Load `--lora-modules` as vLLM's `init_static_loras` does; any failure aborts the start."""
         for module in self.config.lora_modules:
             req = LoadLoRAAdapterRequest(lora_name=module.name, lora_path=module.path)
-            status, body = await self._load(req, static=True)
+            base = module.base_model_name if module.base_model_name in self.config.names else None
+            status, body = await self._load(req, static=True, base_model_name=base)
             if status != 200:
                 raise SimulatorStartError(str(body["error"]["message"]) if isinstance(body, dict) else str(body))
 
@@ -356,7 +358,8 @@ class SimulatedPod:
         ]
         parent = self.config.names[0]
         cards.extend(
-            self._card(model_id=a.name, root=a.path, parent=parent, max_model_len=None) for a in self.adapters.values()
+            self._card(model_id=a.name, root=a.path, parent=a.base_model_name or parent, max_model_len=None)
+            for a in self.adapters.values()
         )
         return {"object": "list", "data": cards}
 
@@ -429,7 +432,9 @@ class SimulatedPod:
             return bare(200, f"Adapter {alias or name} unregistered")
         return json_response(payload, status=status)
 
-    async def _load(self, req: LoadLoRAAdapterRequest, *, static: bool = False) -> tuple[int, str | dict[str, Any]]:
+    async def _load(
+        self, req: LoadLoRAAdapterRequest, *, static: bool = False, base_model_name: str | None = None
+    ) -> tuple[int, str | dict[str, Any]]:
         """`OpenAIServingModels.load_lora_adapter`: checks, then the engine, then the registry."""
         name = req.lora_name
         async with self._name_locks[name]:
@@ -472,6 +477,7 @@ class SimulatedPod:
                 files=result,
                 loaded_at=time.time(),
                 static=static,
+                base_model_name=base_model_name,
             )
             return 200, f"Success: LoRA adapter '{name}' added successfully."
 

@@ -1,0 +1,1 @@
+"""Tests of the vLLM layer (client, serve-args parsing) and of the vLLM simulator."""

@@ -179,3 +179,24 @@ async def test_many_pods_in_one_process(fleet: SimulatedFleet, model_dir: str) -
         statuses = await asyncio.gather(*(health(p.port) for p in pods))
     assert set(statuses) == {200}
     json.dumps(pods[0].state())
+
+
+async def test_served_names_and_startup_adapter_parents(make_pod: PodFactory, adapters_root: Path, model_dir: str) -> None:
+    _, ep = await make_pod(
+        served_model_names=("base", "alias"),
+        lora_modules=(LoraModule("d", str(adapters_root / "lora-d")),
+                      LoraModule("e", str(adapters_root / "lora-e"), base_model_name="alias")),
+    )
+    async with aiohttp.ClientSession() as s, s.get(ep.url("/v1/models")) as r:
+        cards = (await r.json())["data"]
+    assert [(c["id"], c["root"], c["parent"]) for c in cards] == [
+        ("base", model_dir, None),
+        ("alias", model_dir, None),
+        ("d", str(adapters_root / "lora-d"), "base"),
+        ("e", str(adapters_root / "lora-e"), "alias"),
+    ]
+    async with aiohttp.ClientSession() as s, s.post(
+        ep.url("/v1/completions"), json={"model": "nope", "prompt": "x", "max_tokens": 1}
+    ) as r:
+        assert r.status == 404
+        assert (await r.json())["error"]["message"] == "The model `nope` does not exist. Valid aliases: base, alias."
