@@ -406,10 +406,13 @@ class SimulatedPod:
         return bare(200, payload) if isinstance(payload, str) else json_response(payload, status=status)
 
     async def _sagemaker_register(self, request: web.Request) -> web.StreamResponse:
-        try:
-            data = await request.json(loads=json.loads)
+        data: Any
+        try:  # Starlette's request.json(): no content-type check; no JSON body -> query parameters
+            data = json.loads(await request.read())
         except json.JSONDecodeError:
             data = dict(request.query)
+        except ValueError:  # undecodable bytes: uncaught in vLLM, Starlette's plain 500
+            return web.Response(status=500, text="Internal Server Error")
         try:
             sm = SageMakerRegisterLoRAAdapterRequest.model_validate(data)
         except Exception as exc:
