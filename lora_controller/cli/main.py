@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from lora_controller.cli.run import add_run_arguments
+
+    run = sub.add_parser(
+        "run", help="run the controller (router API, metrics, health on --listen)",
+        description="Run the controller. Every flag can also be set with the environment variable "
+        "LORA_CONTROLLER_<FLAG> (upper case, '-' as '_').",
+    )
+    add_run_arguments(run)
     sub.add_parser("crd", help="print the LoraAdapter CustomResourceDefinition (YAML)")
     return parser
 
@@ -28,4 +37,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.stdout.write(render_crd_yaml())
         return
+    if args.command == "run":
+        from lora_controller.cli.logging import configure_logging
+        from lora_controller.cli.run import run
+
+        configure_logging(fmt=args.log_format, level=args.log_level)
+        sys.exit(asyncio.run(run(args)))
     parser.print_help()

@@ -1,0 +1,703 @@
+"""The LoRA controller: informers in, one level-based reconcile per namespace, truthful status out.
+
+Events only enqueue a namespace; a reconcile reads everything from the caches and runs
+discover (sources) -> place (scheduler, the whole namespace at once) -> stage (adapter store) ->
+plan (pure: desired vs `/v1/models`) -> execute (leader only) -> confirm (re-read the touched pods)
+-> status (only when changed) and events. Standby replicas run the informers and the observer, so
+their router API answers from the same truth, but they write nothing and call no load or unload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+from lora_controller.api.types import FINALIZER, LoraAdapter, LoraAdapterStatus, SourceType
+from lora_controller.core.clock import Clock, RealClock
+from lora_controller.kube.client import JSON_PATCH, ApiError, KubeClient
+from lora_controller.kube.events import EventRecorder
+from lora_controller.kube.informer import InformerFactory, SharedInformer
+from lora_controller.kube.resources import LORA_ADAPTERS, PODS, SECRETS
+from lora_controller.kube.runner import Controller, Result
+from lora_controller.kube.status import NotLeader, StatusWriter
+from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState
+from lora_controller.reconcile.executing import Executor, Outcome
+from lora_controller.reconcile.observing import Observer
+from lora_controller.reconcile.planning import DesiredAdapter, Load, Plan, Unload, plan
+from lora_controller.reconcile.pods import TargetPod, selector_string, target_pod
+from lora_controller.reconcile.status import AdapterReport, SourceProblem, compute_status
+from lora_controller.reconcile.world import (
+    Wanted,
+    capacities,
+    demands,
+    ownership,
+)
+from lora_controller.scheduler.model import AdapterKey, PodKey, Schedule
+from lora_controller.scheduler.placing import Scheduler
+from lora_controller.sources.errors import SourceError
+from lora_controller.sources.model import SourceOptions
+from lora_controller.sources.store import AdapterStore
+from lora_controller.vllm.client import VllmClient
+
+JSON = dict[str, Any]
+log = structlog.get_logger(__name__)
+
+ADAPTERS_BY_PHASE = Gauge("lora_controller_adapters", "Adapters by phase of their LoraAdapter.",
+                          ["phase"])
+DRIFT_CORRECTIONS = Counter("lora_controller_drift_corrections_total",
+                            "Adapters reloaded because a pod lost them (restart, manual unload).")
+PREEMPTIONS = Counter("lora_controller_preemptions_total", "Adapter replicas evicted for higher priority.")
+POD_SLOTS_USED = Gauge("lora_controller_pod_slots_used", "Adapter slots in use per pod.", ["pod"])
+POD_MEMORY_USED = Gauge("lora_controller_pod_memory_used_bytes",
+                        "Adapter memory placed per pod.", ["pod"])
+RECONCILE_SECONDS = Histogram("lora_controller_namespace_reconcile_seconds",
+                              "Duration of one namespace reconcile.",
+                              buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120))
+
+
+@dataclass
+class ControllerConfig:
+    adapter_store: Path
+    namespaces: list[str] | None = None  # None: every namespace
+    workers: int = 4
+    resync: float = 300.0
+    poll_interval: float = 10.0
+    discovery_ttl: float = 300.0
+    load_timeout: float = 120.0
+    identity: str = "lora-controller"
+    requeue_pending: float = 2.0
+
+
+@dataclass
+class NamespaceState:
+    """What the controller remembers of a namespace between reconciles (all recomputable)."""
+
+    scheduler: Scheduler = field(default_factory=Scheduler)
+    schedule: Schedule | None = None
+    wanted: dict[AdapterKey, Wanted] = field(default_factory=dict)
+    reports: dict[str, list[AdapterReport]] = field(default_factory=dict)  # cr key -> reports
+    last_errors: dict[tuple[str, str], str] = field(default_factory=dict)  # (pod, adapter) -> why
+    loaded_once: set[tuple[str, str]] = field(default_factory=set)  # (pod, adapter) seen confirmed
+
+
+class LoraController:
+    def __init__(
+        self,
+        kube: KubeClient,
+        vllm: VllmClient,
+        store: AdapterStore,
+        config: ControllerConfig,
+        *,
+        may_write: Callable[[], bool] = lambda: True,
+        clock: Clock | None = None,
+        source_options: SourceOptions | None = None,
+    ) -> None:
+        self.kube = kube
+        self.vllm = vllm
+        self.store = store
+        self.config = config
+        self.may_write = may_write
+        self.clock = clock or RealClock()
+        self.factory = InformerFactory(kube, resync_period=config.resync, clock=self.clock)
+        self.cr_informers: list[SharedInformer] = []
+        self.pod_informers: dict[tuple[str | None, str], SharedInformer] = {}
+        self.secret_informers: dict[tuple[str, str], SharedInformer] = {}
+        self.observer = Observer(vllm, interval=config.poll_interval, clock=self.clock,
+                                 on_change=self._on_pod_observed_change)
+        self.executor = Executor(vllm, may_act=may_write)
+        self.status_writer = StatusWriter(kube, LORA_ADAPTERS, may_write=may_write, clock=self.clock)
+        self.events = EventRecorder(kube, instance=config.identity, may_write=may_write,
+                                    clock=self.clock)
+        self.discovery = DiscoveryCache(secrets=self._secret, ttl=config.discovery_ttl,
+                                        options=source_options, clock=self.clock)
+        self.runner: Controller[str] = Controller(
+            "loraadapter", reconcile=self.reconcile, workers=config.workers, clock=self.clock)
+        self.namespaces: dict[str, NamespaceState] = {}
+        self._pods: dict[str, TargetPod] = {}  # pod key -> what we know of it
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- wiring --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        namespaces: list[str | None] = [None]
+        if self.config.namespaces:
+            namespaces = list(self.config.namespaces)
+        for ns in namespaces:
+            inf = self.factory.informer(LORA_ADAPTERS, namespace=ns)
+            inf.add_event_handler(on_add=self._on_cr, on_update=self._on_cr_update,
+                                  on_delete=self._on_cr)
+            self.cr_informers.append(inf)
+            inf.start()
+        for inf in self.cr_informers:
+            await inf.wait_for_cache_sync(timeout=None)
+        self._tasks.append(asyncio.create_task(self.observer.run(), name="observer"))
+        self.runner.start()
+
+    async def stop(self) -> None:
+        await self.runner.stop(drain=True, timeout=60)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.factory.stop()
+        await self.events.flush()
+
+    def resync_all(self) -> None:
+        """Reconcile every namespace now (a new leader takes over)."""
+        namespaces = {c.metadata.namespace for c in self.crs()}
+        for ns in sorted(namespaces):
+            self.runner.enqueue(ns)
+
+    @property
+    def synced(self) -> bool:
+        return all(i.has_synced() for i in self.factory.informers)
+
+    # -- event handlers: map events to namespaces --------------------------------------------
+    def _on_cr(self, obj: JSON) -> None:
+        ns = obj["metadata"]["namespace"]
+        self._watch_for(LoraAdapter.model_validate(obj))
+        self.runner.enqueue(ns)
+
+    def _on_cr_update(self, old: JSON, new: JSON) -> None:
+        om, nm = old.get("metadata", {}), new.get("metadata", {})
+        if (om.get("generation") != nm.get("generation") or om.get("deletionTimestamp")
+                != nm.get("deletionTimestamp") or om.get("finalizers") != nm.get("finalizers")
+                or old is new):
+            self._on_cr(new)
+
+    def _watch_for(self, cr: LoraAdapter) -> None:
+        """Start the pod and Secret informers this resource needs (shared, deduplicated)."""
+        ns = cr.metadata.namespace
+        selector = selector_string(cr.spec.deployment().pod_selector)
+        key = (ns, selector)
+        if key not in self.pod_informers:
+            inf = self.factory.informer(PODS, namespace=ns, label_selector=selector or None)
+            inf.add_event_handler(on_add=self._on_pod, on_update=self._on_pod_update,
+                                  on_delete=self._on_pod_delete)
+            self.pod_informers[key] = inf
+            inf.start()
+        ref = cr.spec.credentials_secret_ref
+        if ref is not None and (ns, ref.name) not in self.secret_informers:
+            sinf = self.factory.informer(SECRETS, namespace=ns,
+                                         field_selector=f"metadata.name={ref.name}")
+            sinf.add_event_handler(on_add=self._on_secret, on_update=lambda _o, n: self._on_secret(n),
+                                   on_delete=self._on_secret)
+            self.secret_informers[(ns, ref.name)] = sinf
+            sinf.start()
+
+    def _on_pod(self, obj: JSON) -> None:
+        pod = target_pod(obj)
+        before = self._pods.get(pod.key)
+        self._pods[pod.key] = pod
+        self.observer.track(pod)
+        if before is None or before != pod:
+            self.runner.enqueue(pod.namespace)
+
+    def _on_pod_update(self, old: JSON, new: JSON) -> None:
+        self._on_pod(new)
+
+    def _on_pod_delete(self, obj: JSON) -> None:
+        pod = target_pod(obj)
+        if any(i.store.get(pod.key) is not None for i in self._pod_informers_of(pod.namespace)):
+            return  # still selected by another informer
+        self._pods.pop(pod.key, None)
+        self.observer.untrack(pod.key)
+        self.vllm.forget(pod.endpoint) if pod.endpoint else None
+        self.runner.enqueue(pod.namespace)
+
+    def _on_secret(self, obj: JSON) -> None:
+        self.runner.enqueue(obj["metadata"]["namespace"])
+
+    def _on_pod_observed_change(self, pod_key: str) -> None:
+        self.runner.enqueue(pod_key.split("/", 1)[0])
+
+    def _secret(self, namespace: str, name: str) -> JSON | None:
+        inf = self.secret_informers.get((namespace, name))
+        return inf.store.get(f"{namespace}/{name}") if inf else None
+
+    def _pod_informers_of(self, namespace: str) -> list[SharedInformer]:
+        return [inf for (ns, _), inf in self.pod_informers.items() if ns == namespace]
+
+    # -- reads for the router API -------------------------------------------------------------
+    def crs(self, namespace: str | None = None) -> list[LoraAdapter]:
+        out: list[LoraAdapter] = []
+        for inf in self.cr_informers:
+            objs = inf.store.by_index("namespace", namespace) if namespace else inf.store.list()
+            out.extend(LoraAdapter.model_validate(o) for o in objs)
+        return sorted(out, key=lambda c: c.key)
+
+    def pods(self, namespace: str | None = None) -> list[TargetPod]:
+        return sorted((p for p in self._pods.values() if namespace in (None, p.namespace)),
+                      key=lambda p: p.key)
+
+    def pod(self, key: str) -> TargetPod | None:
+        return self._pods.get(key)
+
+    def wanted(self, namespace: str | None = None) -> list[Wanted]:
+        out: list[Wanted] = []
+        for ns, state in sorted(self.namespaces.items()):
+            if namespace in (None, ns):
+                out.extend(state.wanted[k] for k in sorted(state.wanted))
+        return out
+
+    def confirmed_pods(self, wanted: Wanted) -> list[TargetPod]:
+        """Pods whose `/v1/models` lists this adapter with the path the controller chose."""
+        state = self.namespaces.get(wanted.cr.metadata.namespace)
+        if state is None or state.schedule is None:
+            return []
+        out = []
+        for pod in self.pods(wanted.cr.metadata.namespace):
+            obs = self.observer.get(pod.key)
+            if obs is not None and obs.ok and obs.adapters.get(wanted.adapter.name) == wanted.path:
+                out.append(pod)
+        return out
+
+    def placed_pods(self, wanted: Wanted) -> list[str]:
+        state = self.namespaces.get(wanted.cr.metadata.namespace)
+        if state is None or state.schedule is None:
+            return []
+        return list(state.schedule.placement.get(wanted.key, ()))
+
+    def schedule_of(self, namespace: str) -> Schedule | None:
+        state = self.namespaces.get(namespace)
+        return state.schedule if state else None
+
+    # -- reconcile ----------------------------------------------------------------------------
+    async def reconcile(self, namespace: str) -> Result | None:
+        with RECONCILE_SECONDS.time():
+            return await self._reconcile(namespace)
+
+    def _namespace_synced(self, namespace: str) -> bool:
+        return all(inf.has_synced() for inf in self._pod_informers_of(namespace)) and all(
+            inf.has_synced() for (ns, _), inf in self.secret_informers.items() if ns == namespace)
+
+    async def _reconcile(self, namespace: str) -> Result | None:
+        crs = self.crs(namespace)
+        for cr in crs:
+            self._watch_for(cr)
+        if not self._namespace_synced(namespace):
+            return Result(requeue_after=0.2)
+        state = self.namespaces.setdefault(namespace, NamespaceState())
+        pods = self.pods(namespace)
+        live = [c for c in crs if not c.metadata.deletion_timestamp]
+        deleting = [c for c in crs if c.metadata.deletion_timestamp]
+        if self.may_write():
+            await self._ensure_finalizers(live)
+
+        # 1. Discover.
+        discoveries: dict[str, DiscoveryState] = {}
+        for cr in live:
+            discoveries[cr.key] = await self.discovery.get(cr)
+
+        # 2. What each resource wants, with conflicts between resources resolved (oldest wins).
+        wanted, conflicts = self._wanted(live, discoveries)
+
+        # 3. Observed truth, per pod; ownership of what is on the pods.
+        own = ownership(crs, store_root=str(self.store.root), namespace=namespace,
+                        wanted=list(wanted.values()))
+        observed: dict[str, dict[str, str | None]] = {}
+        foreign_count: dict[str, int] = {}
+        current: dict[AdapterKey, list[PodKey]] = {}
+        for pod in pods:
+            obs = self.observer.get(pod.key)
+            if obs is None or not obs.ok:
+                continue
+            observed[pod.key] = dict(obs.adapters)
+            for name, root in obs.adapters.items():
+                owner = own.owner(pod.key, name, root)
+                if owner is None:
+                    foreign_count[pod.key] = foreign_count.get(pod.key, 0) + 1
+                    continue
+                key = AdapterKey(namespace, owner.split("/", 1)[-1], name)
+                if key in wanted:
+                    current.setdefault(key, []).append(PodKey(pod.key))
+        if state.schedule is not None:  # keep in-flight placements where they were
+            for key, placed in state.schedule.placement.items():
+                if key in wanted:
+                    cur = current.setdefault(key, [])
+                    cur.extend(p for p in placed if p not in cur and p in {x.key for x in pods})
+
+        # 4. Place, every resource of the namespace at once.
+        wanted_models = {c.spec.base_model for c in live}
+        schedule = state.scheduler.schedule(
+            demands(list(wanted.values()), pods),
+            capacities(pods, wanted_models=wanted_models, foreign=foreign_count),
+            {k: tuple(v) for k, v in current.items()},
+        )
+        state.schedule = schedule
+        state.wanted = wanted
+        self._record_usage(schedule, wanted, pods)
+
+        # 5. Stage (S3/HuggingFace) what is placed, before anything loads it.
+        stage_errors = await self._stage(schedule, wanted, discoveries)
+
+        # 6. Plan against what the pods report.
+        desired: dict[str, dict[str, DesiredAdapter]] = {}
+        for key, placed in schedule.placement.items():
+            w = wanted[key]
+            if key in stage_errors:
+                continue
+            for pod_key in placed:
+                desired.setdefault(pod_key, {})[w.adapter.name] = DesiredAdapter(
+                    w.adapter.name, w.path, w.cr.key, w.lazy)
+        protected = {p.key: frozenset(p.startup_adapters) for p in pods}
+        the_plan = plan(desired=desired, observed=observed, managed=own.owner, protected=protected)
+
+        # 7. Execute (leader only), then confirm by re-reading the pods that changed.
+        outcomes: list[Outcome] = []
+        if the_plan.actions and self.may_write():
+            outcomes = await self._execute(namespace, state, the_plan, pods, observed)
+
+        # 8. Status per resource; finalizers of deleted resources.
+        pending = await self._write_statuses(namespace, state, live, discoveries, schedule, wanted,
+                                             conflicts, the_plan, outcomes, stage_errors)
+        await self._finish_deletions(deleting, observed, own)
+        if self.may_write():
+            await self._gc_store(namespace, wanted, deleting)
+        if pending or any(not o.ok and o.retryable for o in outcomes):
+            return Result(requeue_after=self.config.requeue_pending)
+        retry = [d.retry_in for d in discoveries.values() if d.problem is not None]
+        if retry:
+            return Result(requeue_after=min(retry))
+        return Result(requeue_after=self.config.resync)
+
+    def _wanted(
+        self, live: list[LoraAdapter], discoveries: dict[str, DiscoveryState]
+    ) -> tuple[dict[AdapterKey, Wanted], dict[str, list[str]]]:
+        """Adapters each live resource selects; a name already served by an older resource of the
+        same base model on overlapping pods is a conflict for the newer one."""
+        wanted: dict[AdapterKey, Wanted] = {}
+        conflicts: dict[str, list[str]] = {}
+        claimed: dict[str, LoraAdapter] = {}
+        ordered = sorted(live, key=lambda c: (c.metadata.creation_timestamp or "", c.key))
+        pods = self.pods(live[0].metadata.namespace) if live else []
+        for cr in ordered:
+            found = discoveries[cr.key].discovery
+            if found is None:
+                continue
+            for adapter in found.adapters:
+                holder = claimed.get(adapter.name)
+                if holder is not None and self._overlap(holder, cr, pods):
+                    conflicts.setdefault(cr.key, []).append(
+                        f"adapter {adapter.name} is already served by LoraAdapter {holder.key} "
+                        f"on the same pods; rename it or narrow one podSelector")
+                    continue
+                claimed.setdefault(adapter.name, cr)
+                if adapter.source_type is SourceType.LOCAL:
+                    path, staged = adapter.location, True
+                else:
+                    path = str(self.store.path_for(namespace=cr.metadata.namespace,
+                                                   cr=cr.metadata.name, adapter=adapter.name,
+                                                   version=adapter.version))
+                    staged = False
+                w = Wanted(cr, adapter, path, staged)
+                wanted[w.key] = w
+        return wanted, conflicts
+
+    @staticmethod
+    def _overlap(a: LoraAdapter, b: LoraAdapter, pods: list[TargetPod]) -> bool:
+        from lora_controller.reconcile.pods import selector_matches
+
+        sa, sb = a.spec.deployment().pod_selector, b.spec.deployment().pod_selector
+        for p in pods:
+            if selector_matches(sa, p.labels) and selector_matches(sb, p.labels) and (
+                    p.serves(a.spec.base_model) and p.serves(b.spec.base_model)):
+                return True
+        # With no pods yet, the same base model is taken as overlapping (stable, no flapping).
+        return not pods and a.spec.base_model == b.spec.base_model
+
+    async def _stage(
+        self, schedule: Schedule, wanted: dict[AdapterKey, Wanted],
+        discoveries: dict[str, DiscoveryState],
+    ) -> dict[AdapterKey, str]:
+        errors: dict[AdapterKey, str] = {}
+        todo = [wanted[k] for k, pods in schedule.placement.items()
+                if pods and not wanted[k].staged]
+        if not todo or not self.may_write():  # standbys never download
+            return errors
+
+        async def one(w: Wanted) -> None:
+            try:
+                await self.store.stage(w.adapter, namespace=w.cr.metadata.namespace,
+                                       cr=w.cr.metadata.name,
+                                       credentials=discoveries[w.cr.key].credentials)
+            except SourceError as exc:
+                errors[w.key] = f"staging failed ({exc.reason}): {exc.message}"
+
+        await asyncio.gather(*(one(w) for w in todo))
+        return errors
+
+    async def _execute(
+        self, namespace: str, state: NamespaceState, the_plan: Plan, pods: list[TargetPod],
+        observed: dict[str, dict[str, str | None]],
+    ) -> list[Outcome]:
+        endpoints = {p.key: p.endpoint for p in pods if p.endpoint is not None}
+        for action in the_plan.loads:
+            if (action.pod, action.name) in state.loaded_once and not action.inplace:
+                DRIFT_CORRECTIONS.inc()
+        outcomes = await self.executor.execute(list(the_plan.actions), endpoints)
+        touched = {o.action.pod for o in outcomes}
+        await asyncio.gather(*(self.observer.probe(p) for p in touched))
+        for o in outcomes:
+            key = (o.action.pod, o.action.name)
+            if o.ok:
+                state.last_errors.pop(key, None)
+            else:
+                verb = "load" if isinstance(o.action, Load) else "unload"
+                state.last_errors[key] = f"{verb} on pod {o.action.pod.split('/', 1)[-1]} failed: {o.message}"
+        await self._action_events(namespace, outcomes)
+        return outcomes
+
+    async def _action_events(self, namespace: str, outcomes: list[Outcome]) -> None:
+        by_owner: dict[str, list[Outcome]] = {}
+        for o in outcomes:
+            owner = o.action.owner if isinstance(o.action, Load) else (o.action.owner or "")
+            by_owner.setdefault(owner, []).append(o)
+        crs = {c.key: c for c in self.crs(namespace)}
+        for owner, items in by_owner.items():
+            cr = crs.get(owner)
+            if cr is None:
+                continue
+            regarding = cr.model_dump(mode="json", by_alias=True)
+            for o in items:
+                pod = o.action.pod.split("/", 1)[-1]
+                if isinstance(o.action, Load):
+                    if o.ok:
+                        await self.events.record(regarding, type="Normal", reason="AdapterLoaded",
+                                                 action="Load",
+                                                 note=f"adapter {o.action.name} loaded on pod {pod}")
+                    else:
+                        await self.events.record(regarding, type="Warning", reason="LoadFailed",
+                                                 action="Load",
+                                                 note=f"adapter {o.action.name} on pod {pod}: {o.message}")
+                elif isinstance(o.action, Unload):
+                    await self.events.record(
+                        regarding, type="Normal" if o.ok else "Warning",
+                        reason="AdapterUnloaded" if o.ok else "UnloadFailed", action="Unload",
+                        note=f"adapter {o.action.name} unloaded from pod {pod}" + (
+                            "" if o.ok else f": {o.message}"))
+
+    def _record_usage(self, schedule: Schedule, wanted: dict[AdapterKey, Wanted],
+                      pods: list[TargetPod]) -> None:
+        from lora_controller.reconcile.world import adapter_memory
+
+        for pod in pods:
+            keys = schedule.get_pod_adapters(PodKey(pod.key))
+            POD_SLOTS_USED.labels(pod.key).set(len(keys))
+            POD_MEMORY_USED.labels(pod.key).set(
+                sum(adapter_memory(wanted[k].cr, wanted[k].adapter) for k in keys if k in wanted))
+
+    async def _write_statuses(
+        self, namespace: str, state: NamespaceState, live: list[LoraAdapter],
+        discoveries: dict[str, DiscoveryState], schedule: Schedule,
+        wanted: dict[AdapterKey, Wanted], conflicts: dict[str, list[str]], the_plan: Plan,
+        outcomes: list[Outcome], stage_errors: dict[AdapterKey, str],
+    ) -> bool:
+        now = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        failed_loads = {(o.action.pod, o.action.name) for o in outcomes if not o.ok}
+        planned_loads = {(a.pod, a.name) for a in the_plan.loads}
+        any_pending = False
+        for p in schedule.preemptions:
+            PREEMPTIONS.inc()
+            victim_cr = next((c for c in live if c.metadata.name == p.victim.cr), None)
+            if victim_cr is not None:
+                await self.events.record(
+                    victim_cr.model_dump(mode="json", by_alias=True), type="Warning",
+                    reason="Preempted", action="Schedule",
+                    note=f"adapter {p.victim.name} preempted on pod {p.pod.split('/', 1)[-1]} by "
+                         f"{p.by.cr_ref} (priority {p.by_priority} > {p.victim_priority})")
+        for cr in live:
+            disc = discoveries[cr.key]
+            reports: list[AdapterReport] = []
+            for key, w in sorted(wanted.items()):
+                if w.cr.key != cr.key:
+                    continue
+                placed = tuple(schedule.placement.get(key, ()))
+                confirmed = []
+                failures: list[str] = []
+                for pod_key in placed:
+                    obs = self.observer.get(pod_key)
+                    if obs is not None and obs.ok and obs.adapters.get(w.adapter.name) == w.path:
+                        confirmed.append(pod_key)
+                        state.loaded_once.add((pod_key, w.adapter.name))
+                        state.last_errors.pop((pod_key, w.adapter.name), None)
+                    elif obs is not None and not obs.ok:
+                        failures.append(obs.error or "pod unreachable")
+                    elif (pod_key, w.adapter.name) in state.last_errors and (
+                            (pod_key, w.adapter.name) in failed_loads
+                            or (pod_key, w.adapter.name) not in planned_loads):
+                        failures.append(state.last_errors[(pod_key, w.adapter.name)])
+                    elif obs is not None and w.adapter.name in obs.adapters:
+                        failures.append(
+                            f"pod {pod_key.split('/', 1)[-1]} already serves an adapter named "
+                            f"{w.adapter.name} from {obs.adapters[w.adapter.name]} (not loaded by "
+                            f"this controller); it is left alone")
+                short = schedule.unplaced.get(key)
+                if short is not None:
+                    failures.append(short.message)
+                for p in schedule.preemptions:
+                    if p.victim == key:
+                        failures.append(f"preempted on pod {p.pod.split('/', 1)[-1]} by "
+                                        f"{p.by.cr_ref} priority {p.by_priority}")
+                if key in stage_errors:
+                    failures.append(stage_errors[key])
+                wanted_replicas = len(placed) + (short.missing if short else 0)
+                if w.lazy:
+                    failures = [f for f in failures if "load on pod" not in f]
+                reports.append(AdapterReport(
+                    name=w.adapter.name, desired_pods=placed, wanted_replicas=wanted_replicas,
+                    confirmed_pods=tuple(sorted(confirmed)), failures=sorted(set(failures)),
+                    lazy=w.lazy, in_flight=False))
+            found = disc.discovery
+            if found is not None:
+                for err in found.errors:
+                    reports.append(AdapterReport(name=err.name, failures=[err.message]))
+            note = ""
+            if found is not None:
+                note = f"{len(found.adapters)} adapter(s) selected"
+                if found.capped:
+                    note += (f" (capped at maxAdapters={cr.spec.adapter_source.max_adapters} of "
+                             f"{found.total_found} found)")
+            problem = disc.problem
+            if found is None and problem is None:
+                problem = SourceProblem("DiscoveryPending", "discovery has not completed yet")
+            status = compute_status(
+                reports=reports, generation=cr.metadata.generation, previous=cr.status, now=now,
+                source_problem=problem, discovery_note=note, conflicts=conflicts.get(cr.key, []),
+            )
+            state.reports[cr.key] = reports
+            if status.phase is not None and status.phase.value == "Loading":
+                any_pending = True
+            await self._write_status(cr, status)
+            if problem is not None and disc.failures == 1 and disc.at == self.clock.monotonic():
+                pass
+        self._phase_metrics()
+        return any_pending
+
+    def _phase_metrics(self) -> None:
+        counts: dict[str, int] = {}
+        for ns_state in self.namespaces.values():
+            for reports in ns_state.reports.values():
+                for r in reports:
+                    phase = ("Ready" if r.complete else "Loading" if r.pending else
+                             "Partial" if r.served else "Failed")
+                    counts[phase] = counts.get(phase, 0) + 1
+        for phase in ("Ready", "Loading", "Partial", "Failed"):
+            ADAPTERS_BY_PHASE.labels(phase).set(counts.get(phase, 0))
+
+    async def _write_status(self, cr: LoraAdapter, status: LoraAdapterStatus) -> None:
+        if not self.may_write():
+            return
+        body = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        current = cr.model_dump(mode="json", by_alias=True, exclude_none=True)
+        prev_phase = cr.status.phase if cr.status else None
+        try:
+            updated = await self.status_writer.write(current, body)
+        except NotLeader:
+            return
+        except ApiError as exc:
+            if not exc.not_found:
+                log.warning("status write failed", cr=cr.key, error=str(exc)[:300])
+            return
+        if updated is not None and status.phase != prev_phase and status.phase is not None:
+            reg = cr.model_dump(mode="json", by_alias=True)
+            if status.phase.value in ("Failed", "Partial"):
+                first = status.failed_adapters[0] if status.failed_adapters else None
+                cond = next((c for c in status.conditions if c.type == "Ready"), None)
+                await self.events.record(
+                    reg, type="Warning", reason=status.phase.value, action="Reconcile",
+                    note=(f"{first.name}: {first.reason}" if first else
+                          (cond.message if cond else status.phase.value)))
+            elif status.phase.value == "Ready":
+                await self.events.record(reg, type="Normal", reason="Ready", action="Reconcile",
+                                         note=f"{status.desired_count} adapter(s) served as desired")
+
+    async def _ensure_finalizers(self, live: list[LoraAdapter]) -> None:
+        for cr in live:
+            if FINALIZER in cr.metadata.finalizers:
+                continue
+            patch: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion",
+                                            "value": cr.metadata.resource_version}]
+            if cr.metadata.finalizers:
+                patch.append({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER})
+            else:
+                patch.append({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
+            try:
+                await self.kube.patch(LORA_ADAPTERS, cr.metadata.name, patch,
+                                      namespace=cr.metadata.namespace, content_type=JSON_PATCH)
+            except ApiError as exc:
+                log.debug("finalizer not added yet", cr=cr.key, error=str(exc)[:200])
+
+    async def _finish_deletions(
+        self, deleting: list[LoraAdapter], observed: dict[str, dict[str, str | None]], own: Any,
+    ) -> None:
+        """Drop the finalizer of a deleted resource once none of its adapters is on a pod."""
+        for cr in deleting:
+            if FINALIZER not in cr.metadata.finalizers or not self.may_write():
+                continue
+            left = [(pod, name) for pod, adapters in observed.items()
+                    for name, root in adapters.items() if own.owner(pod, name, root) == cr.key]
+            unobserved = [p for p in self.pods(cr.metadata.namespace)
+                          if p.usable and self.observer.get(p.key) is None]
+            if left or unobserved:
+                continue
+            finalizers = [f for f in cr.metadata.finalizers if f != FINALIZER]
+            patch: list[dict[str, Any]] = [
+                {"op": "test", "path": "/metadata/resourceVersion",
+                 "value": cr.metadata.resource_version},
+                {"op": "replace", "path": "/metadata/finalizers", "value": finalizers}]
+            try:
+                await self.kube.patch(LORA_ADAPTERS, cr.metadata.name, patch,
+                                      namespace=cr.metadata.namespace, content_type=JSON_PATCH)
+                self.discovery.forget(cr.key)
+                log.info("finalizer removed", cr=cr.key)
+            except ApiError as exc:
+                log.debug("finalizer not removed yet", cr=cr.key, error=str(exc)[:200])
+
+    async def _gc_store(self, namespace: str, wanted: dict[AdapterKey, Wanted],
+                        deleting: list[LoraAdapter]) -> None:
+        keep = {Path(w.path) for w in wanted.values() if not w.staged or
+                w.adapter.source_type is not SourceType.LOCAL}
+        # Paths still loaded somewhere are kept too: vLLM may re-read them on a cache miss.
+        for pod in self.pods(namespace):
+            obs = self.observer.get(pod.key)
+            if obs is not None:
+                keep.update(Path(r) for r in obs.adapters.values() if r)
+        try:
+            await self.store.gc(keep=keep, namespace=namespace)
+        except (OSError, SourceError) as exc:
+            log.debug("adapter store gc failed", error=str(exc)[:200])
+
+    # -- lazy loading (router API) ------------------------------------------------------------
+    async def ensure_loaded(self, w: Wanted, *, timeout: float) -> list[TargetPod]:
+        """Load a lazy adapter on its placed pods now; returns the pods that confirm it."""
+        placed = self.placed_pods(w)
+        if not placed:
+            return []
+        if not w.staged and w.adapter.source_type is not SourceType.LOCAL:
+            disc = self.discovery.peek(w.cr.key)
+            await self.store.stage(w.adapter, namespace=w.cr.metadata.namespace,
+                                   cr=w.cr.metadata.name,
+                                   credentials=disc.credentials if disc else None)
+        todo = [Load(p, w.adapter.name, w.path, w.cr.key) for p in placed
+                if (obs := self.observer.get(p)) is None or obs.adapters.get(w.adapter.name) != w.path]
+        if todo:
+            endpoints = {p.key: p.endpoint for p in self.pods(w.cr.metadata.namespace)
+                         if p.endpoint is not None}
+            async with asyncio.timeout(timeout):
+                await self.executor.execute(todo, endpoints)
+                await asyncio.gather(*(self.observer.probe(a.pod) for a in todo))
+            self.runner.enqueue(w.cr.metadata.namespace)
+        return self.confirmed_pods(w)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

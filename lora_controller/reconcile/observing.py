@@ -1,0 +1,185 @@
+"""Observed state: what each target pod's `/v1/models` says, polled with jitter and probed on events.
+
+`/v1/models` is the only truth about placement (vLLM's metrics show only adapters with requests in
+flight). Every replica of the controller runs this, leader or not: it only reads, and it is what
+the router API answers from. A pod is polled every `interval` seconds (±`jitter`), and probed at once
+when it becomes Ready, changes IP or UID, or a container restarts. When what a pod reports changes,
+`on_change(pod_key)` is called (the controller enqueues that pod's namespace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from lora_controller.core.clock import Clock, RealClock
+from lora_controller.reconcile.pods import TargetPod
+from lora_controller.vllm.client import VllmClient
+from lora_controller.vllm.errors import VllmError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One read of a pod's `/v1/models` (or why it failed)."""
+
+    pod: str
+    identity: tuple[str, str | None, int]
+    adapters: dict[str, str | None] = field(default_factory=dict)  # name -> root (lora_path)
+    base_models: tuple[str, ...] = ()
+    at: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def same_content(self, other: Observation | None) -> bool:
+        return other is not None and (self.adapters, self.base_models, self.error, self.identity) == (
+            other.adapters, other.base_models, other.error, other.identity)
+
+
+class Observer:
+    def __init__(
+        self,
+        client: VllmClient,
+        *,
+        interval: float = 10.0,
+        jitter: float = 0.2,
+        concurrency: int = 64,
+        call_timeout: float = 5.0,
+        clock: Clock | None = None,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.interval = interval
+        self.jitter = jitter
+        self.call_timeout = call_timeout
+        self.clock = clock or RealClock()
+        self.on_change = on_change
+        self._pods: dict[str, TargetPod] = {}
+        self._obs: dict[str, Observation] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._inflight: dict[str, asyncio.Task[Observation]] = {}
+        self.polls = 0
+
+    # -- tracking ------------------------------------------------------------------------------
+    def track(self, pod: TargetPod) -> None:
+        """Follow a pod; a new pod, or one whose server changed (UID, IP, restarts, readiness), is probed now."""
+        before = self._pods.get(pod.key)
+        self._pods[pod.key] = pod
+        if before is None or before.identity != pod.identity or before.ready != pod.ready:
+            self._schedule(pod.key, 0.0)
+
+    def untrack(self, pod_key: str) -> None:
+        self._pods.pop(pod_key, None)
+        self._obs.pop(pod_key, None)
+
+    def tracked(self) -> list[str]:
+        return sorted(self._pods)
+
+    def get(self, pod_key: str) -> Observation | None:
+        """The latest observation, only if it was made of the pod's current server."""
+        obs = self._obs.get(pod_key)
+        pod = self._pods.get(pod_key)
+        if obs is None or pod is None or obs.identity != pod.identity:
+            return None
+        return obs
+
+    def pod(self, pod_key: str) -> TargetPod | None:
+        return self._pods.get(pod_key)
+
+    # -- polling -------------------------------------------------------------------------------
+    def _schedule(self, pod_key: str, delay: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (self.clock.monotonic() + delay, self._seq, pod_key))
+        self._wake.set()
+
+    def _next_delay(self) -> float:
+        return self.interval * (1 + self.jitter * (2 * random.random() - 1))
+
+    async def probe(self, pod_key: str) -> Observation | None:
+        """Read the pod's `/v1/models` now (joining a read already in flight)."""
+        pod = self._pods.get(pod_key)
+        if pod is None:
+            return None
+        task = self._inflight.get(pod_key)
+        if task is None:
+            task = asyncio.create_task(self._poll(pod))
+            self._inflight[pod_key] = task
+
+            def forget(_: asyncio.Task[Observation]) -> None:
+                if self._inflight.get(pod_key) is task:
+                    del self._inflight[pod_key]
+
+            task.add_done_callback(forget)
+        return await asyncio.shield(task)
+
+    async def _poll(self, pod: TargetPod) -> Observation:
+        async with self._sem:
+            self.polls += 1
+            endpoint = pod.endpoint
+            now = self.clock.monotonic()
+            if endpoint is None:
+                obs = Observation(pod.key, pod.identity, at=now, error="pod has no IP yet")
+            else:
+                try:
+                    models = await self.client.list_models(endpoint, call_timeout=self.call_timeout)
+                    obs = Observation(
+                        pod.key, pod.identity,
+                        adapters={a.id: a.root for a in models.adapters},
+                        base_models=tuple(b.id for b in models.base_models), at=now,
+                    )
+                except VllmError as exc:
+                    obs = Observation(pod.key, pod.identity, at=now,
+                                      error=f"cannot read /v1/models of pod {pod.name}: {exc.reason}")
+        if pod.key not in self._pods:
+            return obs
+        before = self._obs.get(pod.key)
+        self._obs[pod.key] = obs
+        if not obs.same_content(before) and self.on_change is not None:
+            try:
+                self.on_change(pod.key)
+            except Exception:
+                log.exception("observer change handler failed", pod=pod.key)
+        return obs
+
+    async def run(self) -> None:
+        """Poll tracked pods forever (until cancelled)."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                now = self.clock.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    _, _, key = heapq.heappop(self._heap)
+                    if key not in self._pods or key in self._inflight:
+                        continue
+                    task = asyncio.create_task(self._poll_and_reschedule(key))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                self._wake.clear()
+                delay = self._heap[0][0] - now if self._heap else self.interval
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, delay)):
+                        await self._wake.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _poll_and_reschedule(self, key: str) -> None:
+        try:
+            await self.probe(key)
+        except Exception:
+            log.exception("poll failed", pod=key)
+        if key in self._pods:
+            self._schedule(key, self._next_delay())

@@ -1,0 +1,132 @@
+"""Planning: desired placement versus what the pods report, turned into load and unload actions (pure).
+
+Rules, in words:
+- An adapter desired on a pod and not listed by its `/v1/models` is loaded (unless it is lazy:
+  `loadOnStartup: false` adapters are loaded only when a router asks for them).
+- An adapter listed with another `root` than the desired path is a new version: reloaded in place,
+  but only when the listed one is ours (managed). A foreign adapter with the same name is never
+  overwritten: that is a conflict the status reports.
+- An adapter listed on a pod, managed by us and no longer desired there, is unloaded. Foreign
+  adapters (loaded by `--lora-modules` at start-up, or by hand) are never unloaded.
+- Pods whose `/v1/models` has not been read yet get no action: without the truth, no move.
+Planning again after every action succeeded yields no action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class DesiredAdapter:
+    """One adapter wanted on one pod."""
+
+    name: str
+    path: str
+    owner: str  # the LoraAdapter's namespace/name
+    lazy: bool = False
+
+
+@dataclass(frozen=True, order=True)
+class Load:
+    pod: str
+    name: str
+    path: str
+    owner: str
+    inplace: bool = False
+
+
+@dataclass(frozen=True, order=True)
+class Unload:
+    pod: str
+    name: str
+    owner: str | None
+
+
+Action = Load | Unload
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A desired adapter name taken on a pod by an adapter that is not ours."""
+
+    pod: str
+    name: str
+    owner: str
+    foreign_root: str | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    conflicts: tuple[Conflict, ...]
+
+    @property
+    def loads(self) -> list[Load]:
+        return [a for a in self.actions if isinstance(a, Load)]
+
+    @property
+    def unloads(self) -> list[Unload]:
+        return [a for a in self.actions if isinstance(a, Unload)]
+
+
+ManagedFn = Callable[[str, str, str | None], str | None]
+"""(pod key, adapter name, listed root) -> the owner if the adapter is ours, else None."""
+
+
+def plan(
+    *,
+    desired: Mapping[str, Mapping[str, DesiredAdapter]],
+    observed: Mapping[str, Mapping[str, str | None]],
+    managed: ManagedFn,
+    protected: Mapping[str, frozenset[str]] | None = None,
+) -> Plan:
+    """Actions that make `observed` (pod -> adapter name -> root) match `desired` (pod -> name -> adapter).
+
+    `protected` lists per pod the adapter names that must never be touched (its `--lora-modules`).
+    Only pods present in `observed` get actions.
+    """
+    protected = protected or {}
+    actions: list[Action] = []
+    conflicts: list[Conflict] = []
+    for pod in sorted(observed):
+        have = observed[pod]
+        want = desired.get(pod, {})
+        keep_out = protected.get(pod, frozenset())
+        for name in sorted(want):
+            adapter = want[name]
+            if name not in have:
+                if not adapter.lazy and name not in keep_out:
+                    actions.append(Load(pod, name, adapter.path, adapter.owner))
+                continue
+            root = have[name]
+            if root == adapter.path:
+                continue
+            owner = managed(pod, name, root)
+            if owner is not None and name not in keep_out:
+                # Loaded (lazy or not) with an old version: reload in place.
+                actions.append(Load(pod, name, adapter.path, adapter.owner, inplace=True))
+            else:
+                conflicts.append(Conflict(pod, name, adapter.owner, root))
+        for name in sorted(have):
+            if name in want or name in keep_out:
+                continue
+            owner = managed(pod, name, have[name])
+            if owner is not None:
+                actions.append(Unload(pod, name, owner))
+    return Plan(tuple(actions), tuple(conflicts))
+
+
+def apply_actions(
+    observed: Mapping[str, Mapping[str, str | None]], actions: tuple[Action, ...] | list[Action]
+) -> dict[str, dict[str, str | None]]:
+    """What the pods would report after every action succeeded (for tests and dry runs)."""
+    after = {pod: dict(adapters) for pod, adapters in observed.items()}
+    for action in actions:
+        pod = after.setdefault(action.pod, {})
+        if isinstance(action, Load):
+            pod[action.name] = action.path
+        else:
+            pod.pop(action.name, None)
+    return after

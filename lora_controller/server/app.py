@@ -1,0 +1,278 @@
+"""The HTTP server: the router API, Prometheus metrics, health, and the API's OpenAPI document.
+
+The router API is the contract routers rely on; its paths are fixed:
+
+- `GET /v1/adapters?baseModel=X[&namespace=N]`: ListAvailableAdapters, each adapter with the pods
+  that confirm it on `/v1/models`.
+- `GET /v1/adapters/{name}/pods[?namespace=N][&ensure=true]`: GetPodsForAdapter; `ensure=true`
+  loads a lazy (`loadOnStartup: false`) adapter and answers once a pod confirms it.
+- `GET /v1/pods/{namespace}/{name}/adapters`: GetPodAdapters.
+- `GET /v1/loraadapters/{namespace}/{name}`: GetAdapterStatus.
+- `GET /metrics`, `/healthz`, `/readyz`, `/openapi.json`.
+
+Answers come from the confirmed, observed placement (never from intent). Every replica serves it.
+Errors are JSON `{"error": {"reason", "message"}}`, with `Retry-After` where waiting helps. An
+optional bearer token protects `/v1/*`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from lora_controller.reconcile.controller import LoraController
+from lora_controller.reconcile.pods import TargetPod
+from lora_controller.reconcile.world import Wanted
+from lora_controller.server.openapi import OPENAPI
+
+log = structlog.get_logger(__name__)
+
+ROUTER_REQUESTS = Counter("lora_controller_router_requests_total",
+                          "Router API requests by endpoint and status code.", ["endpoint", "code"])
+ROUTER_SECONDS = Histogram("lora_controller_router_request_seconds",
+                           "Router API request duration.", ["endpoint"],
+                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5))
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+MAX_QUERY = 512
+ENSURE_TIMEOUT = 60.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiProblem(Exception):
+    def __init__(self, status: int, reason: str, message: str, *, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def _error(problem: ApiProblem) -> web.Response:
+    headers = {"Retry-After": str(problem.retry_after)} if problem.retry_after else None
+    return _json({"error": {"reason": problem.reason, "message": problem.message}},
+                 problem.status, headers)
+
+
+def _query(request: web.Request, name: str, pattern: re.Pattern[str] | None = None) -> str | None:
+    values = request.query.getall(name, [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ApiProblem(400, "InvalidQuery", f"query parameter {name} given more than once")
+    value = values[0]
+    if not value or len(value) > MAX_QUERY:
+        raise ApiProblem(400, "InvalidQuery", f"query parameter {name} must be 1-{MAX_QUERY} characters")
+    if pattern is not None and not pattern.match(value):
+        raise ApiProblem(400, "InvalidQuery", f"query parameter {name}={value[:80]!r} is not valid")
+    return value
+
+
+def _bool_query(request: web.Request, name: str) -> bool:
+    value = _query(request, name)
+    if value is None:
+        return False
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ApiProblem(400, "InvalidQuery", f"query parameter {name} must be true or false")
+
+
+def _path(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
+    value = request.match_info[name]
+    if not pattern.match(value):
+        raise ApiProblem(400, "InvalidPath", f"{name} {value[:80]!r} is not a valid name")
+    return value
+
+
+def pod_json(pod: TargetPod) -> dict[str, Any]:
+    return {"name": pod.name, "namespace": pod.namespace, "ip": pod.ip, "port": pod.port,
+            "baseUrl": pod.base_url, "ready": pod.ready}
+
+
+class RouterApi:
+    def __init__(
+        self,
+        controller: LoraController,
+        *,
+        token: str | None = None,
+        is_leader: Callable[[], bool] = lambda: True,
+        leader_url: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.controller = controller
+        self.token = token
+        self.is_leader = is_leader
+        self.leader_url = leader_url
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024)
+        app.router.add_get("/v1/adapters", self.list_adapters)
+        app.router.add_get("/v1/adapters/{name}/pods", self.adapter_pods)
+        app.router.add_get("/v1/pods/{namespace}/{name}/adapters", self.pod_adapters)
+        app.router.add_get("/v1/loraadapters/{namespace}/{name}", self.adapter_status)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/openapi.json", self.openapi)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        endpoint = route.canonical if route is not None else "unknown"
+        started = time.perf_counter()
+        try:
+            if self.token and request.path.startswith("/v1/"):
+                given = request.headers.get("Authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                    raise ApiProblem(401, "Unauthorized", "a valid bearer token is required")
+            response = await handler(request)
+        except ApiProblem as problem:
+            response = _error(problem)
+        except web.HTTPException as exc:
+            response = _json({"error": {"reason": exc.reason.replace(" ", ""),
+                                        "message": exc.text or exc.reason}}, exc.status)
+        except Exception:
+            log.exception("router API handler failed", path=request.path)
+            response = _json({"error": {"reason": "InternalError",
+                                        "message": "the controller failed to answer"}}, 500)
+        ROUTER_REQUESTS.labels(endpoint, str(response.status)).inc()
+        ROUTER_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _adapter_json(self, w: Wanted) -> dict[str, Any]:
+        return {
+            "name": w.adapter.name,
+            "namespace": w.cr.metadata.namespace,
+            "loraAdapter": w.cr.metadata.name,
+            "baseModel": w.cr.spec.base_model,
+            "lazy": w.lazy,
+            "pods": [pod_json(p) for p in self.controller.confirmed_pods(w)],
+        }
+
+    def _find(self, name: str, namespace: str | None) -> Wanted:
+        matches = [w for w in self.controller.wanted(namespace) if w.adapter.name == name]
+        if not matches:
+            where = f" in namespace {namespace}" if namespace else ""
+            raise ApiProblem(404, "AdapterNotFound",
+                             f"no LoraAdapter serves an adapter named {name!r}{where}")
+        if len({w.cr.metadata.namespace for w in matches}) > 1:
+            raise ApiProblem(409, "AmbiguousAdapter",
+                             f"adapter {name!r} exists in several namespaces; add ?namespace=")
+        return matches[0]
+
+    # -- handlers --------------------------------------------------------------------------
+    async def list_adapters(self, request: web.Request) -> web.Response:
+        base_model = _query(request, "baseModel")
+        namespace = _query(request, "namespace", _NAMESPACE)
+        items = [self._adapter_json(w) for w in self.controller.wanted(namespace)
+                 if base_model is None or w.cr.spec.base_model == base_model]
+        available = [a for a in items if a["pods"] or a["lazy"]]
+        return _json({"baseModel": base_model, "adapters": available})
+
+    async def adapter_pods(self, request: web.Request) -> web.Response:
+        name = _path(request, "name", _NAME)
+        namespace = _query(request, "namespace", _NAMESPACE)
+        ensure = _bool_query(request, "ensure")
+        w = self._find(name, namespace)
+        pods = self.controller.confirmed_pods(w)
+        if ensure and not pods:
+            pods = await self._ensure(w)
+        body = {"adapter": name, "namespace": w.cr.metadata.namespace,
+                "loraAdapter": w.cr.metadata.name, "baseModel": w.cr.spec.base_model,
+                "pods": [pod_json(p) for p in pods]}
+        return _json(body)
+
+    async def _ensure(self, w: Wanted) -> list[TargetPod]:
+        if not self.controller.placed_pods(w):
+            raise ApiProblem(503, "NotPlaced",
+                             f"adapter {w.adapter.name} has no pod: see the status of LoraAdapter "
+                             f"{w.cr.key}", retry_after=10)
+        if not self.is_leader():
+            leader = self.leader_url()
+            hint = f"; the leader answers at {leader}" if leader else ""
+            raise ApiProblem(503, "NotLeader",
+                             f"this replica does not lead and cannot load adapters{hint}",
+                             retry_after=1)
+        try:
+            pods = await self.controller.ensure_loaded(w, timeout=ENSURE_TIMEOUT)
+        except TimeoutError:
+            raise ApiProblem(503, "LoadTimeout",
+                             f"adapter {w.adapter.name} is still loading", retry_after=5) from None
+        except Exception as exc:
+            raise ApiProblem(503, "LoadFailed", f"loading adapter {w.adapter.name} failed: {exc}",
+                             retry_after=10) from None
+        if not pods:
+            raise ApiProblem(503, "LoadFailed",
+                             f"no pod confirmed adapter {w.adapter.name}; see the status of "
+                             f"LoraAdapter {w.cr.key}", retry_after=5)
+        return pods
+
+    async def pod_adapters(self, request: web.Request) -> web.Response:
+        namespace = _path(request, "namespace", _NAMESPACE)
+        name = _path(request, "name", _NAME)
+        key = f"{namespace}/{name}"
+        pod = self.controller.pod(key)
+        if pod is None:
+            raise ApiProblem(404, "PodNotFound", f"pod {key} is not a pod this controller follows")
+        obs = self.controller.observer.get(key)
+        schedule = self.controller.schedule_of(namespace)
+        placed = [str(k) for k in schedule.get_pod_adapters(key)] if schedule else []  # type: ignore[arg-type]
+        adapters = [{"name": n, "root": r} for n, r in (obs.adapters.items() if obs and obs.ok else [])]
+        return _json({
+            "pod": pod_json(pod),
+            "observed": obs is not None and obs.ok,
+            "error": obs.error if obs is not None else "not observed yet",
+            "adapters": adapters,
+            "placed": placed,
+        })
+
+    async def adapter_status(self, request: web.Request) -> web.Response:
+        namespace = _path(request, "namespace", _NAMESPACE)
+        name = _path(request, "name", _NAME)
+        cr = next((c for c in self.controller.crs(namespace) if c.metadata.name == name), None)
+        if cr is None:
+            raise ApiProblem(404, "LoraAdapterNotFound", f"LoraAdapter {namespace}/{name} not found")
+        adapters = []
+        for w in self.controller.wanted(namespace):
+            if w.cr.key != cr.key:
+                continue
+            adapters.append({
+                "name": w.adapter.name, "path": w.path, "version": w.adapter.version, "lazy": w.lazy,
+                "placedPods": [p.split("/", 1)[-1] for p in self.controller.placed_pods(w)],
+                "confirmedPods": [p.name for p in self.controller.confirmed_pods(w)],
+            })
+        status = cr.status.model_dump(mode="json", by_alias=True, exclude_none=True) if cr.status else {}
+        return _json({"name": name, "namespace": namespace, "baseModel": cr.spec.base_model,
+                      "adapters": adapters, "status": status})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self.controller.synced:
+            raise ApiProblem(503, "NotSynced", "informer caches are not synced yet", retry_after=1)
+        return _json({"status": "ready", "leader": self.is_leader()})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return _json(OPENAPI)
