@@ -202,7 +202,7 @@ def check(
         assert all(r.strip() for r in shortfall.reasons)
     # Maximality and priority: a missing replica fits nowhere, even by evicting lower priorities
     # when its policy allows it.
-    for k, shortfall in result.unplaced.items():
+    for k in result.unplaced:
         a = by_key[k]
         for p in pods:
             if not eligible(a, p) or p.key in result.placement[k]:
