@@ -14,6 +14,7 @@ from lora_controller.api.types import SourceType
 from lora_controller.sources.errors import AdapterError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+VERSION_RE = r"^[0-9a-f]{16}$"  # what content_version returns
 CONFIG_FILE = "adapter_config.json"
 
 

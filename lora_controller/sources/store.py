@@ -30,10 +30,16 @@ from lora_controller.sources import metrics
 from lora_controller.sources.credentials import SourceCredentials
 from lora_controller.sources.discovery import SourceReader, open_for_adapter
 from lora_controller.sources.errors import InvalidSource, SourceError, StagingFailed
-from lora_controller.sources.model import AdapterFile, DiscoveredAdapter, SourceOptions
+from lora_controller.sources.model import (
+    VERSION_RE,
+    AdapterFile,
+    DiscoveredAdapter,
+    SourceOptions,
+)
 
 log = structlog.get_logger(__name__)
 
+_VERSION = re.compile(VERSION_RE)
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
@@ -250,7 +256,8 @@ class AdapterStore:
     ) -> list[Path]:
         """Remove staged versions not in `keep` (within namespace/cr when given) and leftovers.
 
-        Leftovers are temporary folders of downloads that died (older than `tmp_grace` seconds
+        Only folders shaped like the store's own (ROOT/ns/cr/adapter/<16 hex>) are candidates:
+        anything else under the root is left alone. Leftovers are temporary folders of downloads that died (older than `tmp_grace` seconds
         and not in use by this store) and discarded folders. Returns the paths removed.
         """
         scope = self.root
@@ -293,7 +300,8 @@ def _collect(
                 if young or entry in tmp_in_use:
                     continue
             elif not entry.name.startswith(TRASH_PREFIX) and (
-                Path(os.path.abspath(entry)) in kept or entry in busy
+                not _VERSION.match(entry.name)  # not ours: never touched
+                or Path(os.path.abspath(entry)) in kept or entry in busy
             ):
                 continue
             _discard(entry)

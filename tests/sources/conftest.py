@@ -10,14 +10,14 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.pop("HF_TOKEN", None)
 
-from collections.abc import AsyncIterator, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from lora_controller.sources.model import SourceOptions  # noqa: E402
-from tests.sources.hub_server import HubServer  # noqa: E402
-from tests.sources.s3_server import MotoS3  # noqa: E402
+from lora_controller.sources.model import SourceOptions
+from tests.sources.hub_server import HubServer
+from tests.sources.s3_server import MotoS3
 
 
 @pytest.fixture

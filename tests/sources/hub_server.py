@@ -114,10 +114,11 @@ class HubServer:
         delete: Iterable[str] = (),
         replace: bool = False,
     ) -> str:
-        """A new commit on `branch`: `files` added or changed, `delete` removed; returns its sha."""
+        """A new commit on `branch` (created from main if new): `files` added or changed,
+        `delete` removed; returns its sha."""
         repo = self.repos[repo_id]
-        base = {} if replace or branch not in repo.refs else dict(
-            repo.commits[repo.refs[branch]])
+        parent = repo.refs.get(branch, repo.refs.get("main"))  # a new branch starts from main
+        base = {} if replace or parent is None else dict(repo.commits[parent])
         base.update(files)
         for path in delete:
             base.pop(path, None)
