@@ -4,11 +4,13 @@ Run: `python bench/scheduler.py` (from the repository root, in the project's vir
 its figures, and as its last line one JSON object with the keys `full_placement_s`, `incremental_s`,
 `optimality_ratio`, `adapters`, `pods` (and a few more), so a script can check them.
 
-The large instance is one base model (the reconciler schedules a base model at a time, and one big
-pool is the hardest case): 1,000 pods on 250 nodes in 3 zones, `--max-cpu-loras` 32 (some 48),
-`--max-lora-rank` 64 (a fifth at 16), 8-16Gi of adapter memory each; 10,000 adapters of rank 8-64,
-sized like real LoRA weights (rank x 1-4Mi), priorities 0/10/100, 1-3 replicas, and 20 adapters on
-every pod. Demand is about 100% of the pool's memory, so the run places, preempts and reports.
+The large instance is one base model (the reconciler schedules a base model at a time, and one
+big pool is the hardest case): 1,000 pods on 250 nodes in 3 zones, `--max-cpu-loras` 32 (a quarter
+48), `--max-lora-rank` 64 (a fifth 16), 1-1.5Gi of adapter memory each, a tenth with a foreign
+adapter reserved; 10,000 adapters of rank 8-64 sized like real LoRA weights (rank x 1-4Mi),
+priorities 0/10/100, a fifth with policy None, 1-3 replicas, and 5 adapters on every pod. Demand is
+a little above the pool's memory, so the run leaves some adapters short and the incremental run
+preempts.
 """
 
 from __future__ import annotations

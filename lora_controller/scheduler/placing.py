@@ -436,11 +436,14 @@ class Scheduler:
     def _run(self) -> None:
         adapters = self._adapters
         initially_short = set(self._short)
-        for key in initially_short:
-            self._push(adapters[key])
-        for key, adapter in self._fill.items():
-            if key not in initially_short:
-                self._push(adapter)
+        heap = self._heap
+        for adapter in [adapters[k] for k in initially_short] + [
+            a for k, a in self._fill.items() if k not in initially_short
+        ]:
+            self._seq += 1
+            round_ = _LAST_ROUND if adapter.fill else len(adapter.pods)
+            heap.append((-adapter.prio, round_, -adapter.mem, adapter.key, self._seq, adapter))
+        heapq.heapify(heap)
         self._drain()
         if self._evicted:
             # An eviction may have freed more than its evictor took: policy None gets another look.
