@@ -161,10 +161,16 @@ class HubServer:
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def go_down(self) -> None:
-        """Stop listening: clients get 'connection refused' until `come_up`."""
+        """Stop listening and drop open connections: clients get 'connection refused' (or a
+        reset on a kept-alive connection) until `come_up`."""
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        server = self._runner.server if self._runner is not None else None
+        for handler in list(server.connections if server is not None else []):
+            handler.force_close()
+            if handler.transport is not None:
+                handler.transport.close()
 
     async def come_up(self) -> None:
         if self._site is None:
