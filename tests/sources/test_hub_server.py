@@ -50,7 +50,7 @@ async def test_resume_after_a_cut_connection(hub: HubServer, tmp_path: Path) -> 
     path = await asyncio.to_thread(
         hf_hub_download, "org/r", "adapter_model.safetensors", local_dir=tmp_path,
         endpoint=hub.url, token=False)
-    assert Path(path).read_bytes() == files["adapter_model.safetensors"]
+    assert await asyncio.to_thread(Path(path).read_bytes) == files["adapter_model.safetensors"]
     gets = [p for m, p in hub.requests if m == "GET"]
     assert len(gets) == 2  # cut once, resumed once
 
