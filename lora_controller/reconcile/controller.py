@@ -40,7 +40,7 @@ from lora_controller.reconcile.world import (
     demands,
     ownership,
 )
-from lora_controller.scheduler.model import AdapterKey, PodKey, Schedule
+from lora_controller.scheduler.model import AdapterKey, PodKey, Preemption, Schedule
 from lora_controller.scheduler.placing import Scheduler
 from lora_controller.sources.errors import SourceError
 from lora_controller.sources.model import SourceOptions
@@ -86,6 +86,7 @@ class NamespaceState:
     reports: dict[str, list[AdapterReport]] = field(default_factory=dict)  # cr key -> reports
     last_errors: dict[tuple[str, str], str] = field(default_factory=dict)  # (pod, adapter) -> why
     loaded_once: set[tuple[str, str]] = field(default_factory=set)  # (pod, adapter) seen confirmed
+    preempted: dict[AdapterKey, Preemption] = field(default_factory=dict)  # victim -> last eviction
 
 
 class LoraController:
@@ -334,6 +335,12 @@ class LoraController:
         )
         state.schedule = schedule
         state.wanted = wanted
+        # Remember evictions while their victim stays short, so its status keeps saying why.
+        for p in schedule.preemptions:
+            state.preempted[p.victim] = p
+        for victim, p in list(state.preempted.items()):
+            if victim not in wanted or p.by not in wanted or victim not in schedule.unplaced:
+                del state.preempted[victim]
         self._record_usage(schedule, wanted, pods)
 
         # 5. Stage (S3/HuggingFace) what is placed, before anything loads it.
@@ -543,10 +550,10 @@ class LoraController:
                 short = schedule.unplaced.get(key)
                 if short is not None:
                     failures.append(short.message)
-                for p in schedule.preemptions:
-                    if p.victim == key:
-                        failures.append(f"preempted on pod {p.pod.split('/', 1)[-1]} by "
-                                        f"{p.by.cr_ref} priority {p.by_priority}")
+                if key in state.preempted:
+                    p = state.preempted[key]
+                    failures.append(f"preempted on pod {p.pod.split('/', 1)[-1]} by "
+                                    f"{p.by.cr_ref} priority {p.by_priority}")
                 if key in stage_errors:
                     failures.append(stage_errors[key])
                 wanted_replicas = len(placed) + (short.missing if short else 0)
