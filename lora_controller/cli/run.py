@@ -55,6 +55,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
       default=_env_bool("leader_elect", True), help="elect one active replica through a Lease")
     a("--lease-name", default=_env("lease_name", "lora-controller"))
     a("--lease-namespace", default=_env("lease_namespace") or os.environ.get("POD_NAMESPACE") or "default")
+    a("--lease-duration", type=float, default=float(_env("lease_duration", "15") or 15),
+      help="seconds a leader's Lease is valid without renewal")
+    a("--renew-deadline", type=float, default=float(_env("renew_deadline", "10") or 10),
+      help="seconds the leader keeps trying to renew before it stops acting")
+    a("--retry-period", type=float, default=float(_env("retry_period", "2") or 2),
+      help="seconds between leader-election attempts")
     a("--workers", type=int, default=int(_env("workers", "4") or 4), help="concurrent reconciles")
     a("--resync", type=float, default=float(_env("resync", "300") or 300),
       help="seconds between full re-checks of every resource")
@@ -119,7 +125,8 @@ async def run(args: argparse.Namespace) -> int:
     if args.leader_elect:
         elector = LeaderElector(
             kube, name=args.lease_name, namespace=args.lease_namespace, identity=identity,
-            on_started_leading=controller.resync_all,
+            lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period, on_started_leading=controller.resync_all,
         )
 
     def leader_url() -> str | None:
