@@ -384,6 +384,15 @@ class Scheduler:
                     del expected[key]
             for key in removed_adapters:
                 expected.pop(key, None)
+        if touched:
+            # The pods may still report a lost pod's replicas: a full run would ignore them too.
+            observed = dict(observed)
+            for key in touched:
+                held = tuple(p for p in observed.get(key, ()) if p not in removed_pod_set)
+                if held:
+                    observed[key] = held
+                else:
+                    observed.pop(key, None)
         if observed != expected:
             return False
         # Apply.

@@ -333,6 +333,11 @@ def test_incremental_run_after_losing_a_pod_matches_a_full_run() -> None:
     again = engine.schedule(adapters, remaining, observed)
     assert engine.incremental
     assert again == schedule(adapters, remaining, observed)
+    # The observed placement may still list the lost pod: same answer, still incremental.
+    engine = Scheduler()
+    engine.schedule(adapters, pods)
+    assert engine.schedule(adapters, remaining, first.placement) == again
+    assert engine.incremental
 
 
 def test_changed_input_falls_back_to_a_full_run() -> None:
