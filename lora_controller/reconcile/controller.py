@@ -361,6 +361,9 @@ class LoraController:
         # 7. Execute (leader only), then confirm by re-reading the pods that changed.
         outcomes: list[Outcome] = []
         if the_plan.actions and self.may_write():
+            # Say Loading before the work, so status is true while it runs.
+            await self._write_statuses(namespace, state, live, discoveries, schedule, wanted,
+                                       conflicts, the_plan, [], stage_errors, executing=True)
             outcomes = await self._execute(namespace, state, the_plan, pods, observed)
 
         # 8. Status per resource; finalizers of deleted resources.
@@ -506,13 +509,14 @@ class LoraController:
         self, namespace: str, state: NamespaceState, live: list[LoraAdapter],
         discoveries: dict[str, DiscoveryState], schedule: Schedule,
         wanted: dict[AdapterKey, Wanted], conflicts: dict[str, list[str]], the_plan: Plan,
-        outcomes: list[Outcome], stage_errors: dict[AdapterKey, str],
+        outcomes: list[Outcome], stage_errors: dict[AdapterKey, str], *, executing: bool = False,
     ) -> bool:
+        """Compute and write every resource's status; `executing`: the plan's loads are running."""
         now = self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         failed_loads = {(o.action.pod, o.action.name) for o in outcomes if not o.ok}
         planned_loads = {(a.pod, a.name) for a in the_plan.loads}
         any_pending = False
-        for p in schedule.preemptions:
+        for p in () if executing else schedule.preemptions:
             PREEMPTIONS.inc()
             victim_cr = next((c for c in live if c.metadata.name == p.victim.cr), None)
             if victim_cr is not None:
@@ -562,7 +566,8 @@ class LoraController:
                 reports.append(AdapterReport(
                     name=w.adapter.name, desired_pods=placed, wanted_replicas=wanted_replicas,
                     confirmed_pods=tuple(sorted(confirmed)), failures=sorted(set(failures)),
-                    lazy=w.lazy, in_flight=False))
+                    lazy=w.lazy,
+                    in_flight=executing and any((p, w.adapter.name) in planned_loads for p in placed)))
             found = disc.discovery
             if found is not None:
                 for err in found.errors:

@@ -23,6 +23,7 @@ import aiohttp
 
 from lora_controller.api.types import API_VERSION
 from lora_controller.devenv.controlplane import ControlPlane, free_port
+from lora_controller.devenv.simpods import delete_pod_now, pod_manifest, set_pod_status
 from lora_controller.kube.client import ApiError, KubeClient
 from lora_controller.kube.resources import LORA_ADAPTERS, PODS
 from lora_controller.simulator.config import PodConfig
@@ -31,27 +32,6 @@ from lora_controller.simulator.pod import SimulatedPod
 
 JSON = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def pod_manifest(name: str, *, port: int, model: str, labels: dict[str, str], max_loras: int,
-                 max_cpu_loras: int, max_lora_rank: int, node: str | None,
-                 annotations: dict[str, str], lora_modules: tuple[str, ...]) -> JSON:
-    args = ["--model", model, "--enable-lora", "--max-loras", str(max_loras),
-            "--max-cpu-loras", str(max_cpu_loras), "--max-lora-rank", str(max_lora_rank),
-            "--port", str(port)]
-    if lora_modules:
-        args += ["--lora-modules", *lora_modules]
-    spec: JSON = {"containers": [{
-        "name": "vllm", "image": "vllm/vllm-openai:v0.32.0",
-        "command": ["vllm", "serve"], "args": args,
-        "env": [{"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"}],
-        "ports": [{"name": "http", "containerPort": port}],
-    }]}
-    if node:
-        spec["nodeName"] = node
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": labels, "annotations": annotations},
-            "spec": spec}
 
 
 @dataclass
@@ -99,17 +79,8 @@ class Cluster:
         return pod
 
     async def set_status(self, name: str, *, ready: bool = True) -> None:
-        pod = self.pods[name]
-        status = {
-            "phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [{
-                "name": "vllm", "image": "vllm/vllm-openai:v0.32.0", "imageID": "",
-                "ready": ready, "restartCount": pod.restarts, "started": True,
-                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}],
-        }
-        await self.kube.patch(PODS, name, {"status": status}, namespace=self.namespace,
-                              subresource="status")
+        await set_pod_status(self.kube, self.namespace, name, ready=ready,
+                             restarts=self.pods[name].restarts)
 
     async def restart_pod(self, name: str) -> None:
         """The vLLM container restarts: it forgets runtime-loaded adapters, the kubelet counts it."""
@@ -120,8 +91,7 @@ class Cluster:
 
     async def delete_pod(self, name: str) -> None:
         pod = self.pods.pop(name)
-        await self.kube.request("DELETE", PODS.path(namespace=self.namespace, name=name),
-                                body={"gracePeriodSeconds": 0})
+        await delete_pod_now(self.kube, self.namespace, name)
         await self.fleet.remove_pod(pod.sim)
 
     def loaded(self, name: str) -> dict[str, str]:
