@@ -87,6 +87,8 @@ class NamespaceState:
     last_errors: dict[tuple[str, str], str] = field(default_factory=dict)  # (pod, adapter) -> why
     loaded_once: set[tuple[str, str]] = field(default_factory=set)  # (pod, adapter) seen confirmed
     preempted: dict[AdapterKey, Preemption] = field(default_factory=dict)  # victim -> last eviction
+    by_name: dict[str, list[Wanted]] = field(default_factory=dict)  # adapter name -> wanted
+    backoff: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (until, delay)
 
 
 class LoraController:
@@ -249,17 +251,25 @@ class LoraController:
                 out.extend(state.wanted[k] for k in sorted(state.wanted))
         return out
 
+    def wanted_named(self, name: str, namespace: str | None = None) -> list[Wanted]:
+        """The adapters called `name` (in one namespace, or in all), from an index."""
+        if namespace is not None:
+            state = self.namespaces.get(namespace)
+            return list(state.by_name.get(name, ())) if state else []
+        return [w for ns in sorted(self.namespaces)
+                for w in self.namespaces[ns].by_name.get(name, ())]
+
     def confirmed_pods(self, wanted: Wanted) -> list[TargetPod]:
         """Pods whose `/v1/models` lists this adapter with the path the controller chose."""
-        state = self.namespaces.get(wanted.cr.metadata.namespace)
-        if state is None or state.schedule is None:
-            return []
         out = []
-        for pod in self.pods(wanted.cr.metadata.namespace):
-            obs = self.observer.get(pod.key)
+        for pod_key in self.observer.pods_listing(wanted.adapter.name):
+            pod = self._pods.get(pod_key)
+            if pod is None or pod.namespace != wanted.cr.metadata.namespace:
+                continue
+            obs = self.observer.get(pod_key)
             if obs is not None and obs.ok and obs.adapters.get(wanted.adapter.name) == wanted.path:
                 out.append(pod)
-        return out
+        return sorted(out, key=lambda p: p.key)
 
     def placed_pods(self, wanted: Wanted) -> list[str]:
         state = self.namespaces.get(wanted.cr.metadata.namespace)
@@ -295,8 +305,13 @@ class LoraController:
 
         # 1. Discover.
         discoveries: dict[str, DiscoveryState] = {}
-        for cr in live:
-            discoveries[cr.key] = await self.discovery.get(cr)
+        sem = asyncio.Semaphore(16)
+
+        async def discover_one(cr: LoraAdapter) -> None:
+            async with sem:
+                discoveries[cr.key] = await self.discovery.get(cr)
+
+        await asyncio.gather(*(discover_one(cr) for cr in live))
 
         # 2. What each resource wants, with conflicts between resources resolved (oldest wins).
         wanted, conflicts = self._wanted(live, discoveries)
@@ -335,6 +350,10 @@ class LoraController:
         )
         state.schedule = schedule
         state.wanted = wanted
+        by_name: dict[str, list[Wanted]] = {}
+        for w in wanted.values():
+            by_name.setdefault(w.adapter.name, []).append(w)
+        state.by_name = by_name
         # Remember evictions while their victim stays short, so its status keeps saying why.
         for p in schedule.preemptions:
             state.preempted[p.victim] = p
@@ -358,7 +377,12 @@ class LoraController:
         protected = {p.key: frozenset(p.startup_adapters) for p in pods}
         the_plan = plan(desired=desired, observed=observed, managed=own.owner, protected=protected)
 
-        # 7. Execute (leader only), then confirm by re-reading the pods that changed.
+        # 7. Execute (leader only), then confirm by re-reading the pods that changed. Actions on a
+        #    pod (or for an adapter on a pod) that failed recently wait for their backoff.
+        now = self.clock.monotonic()
+        runnable = tuple(a for a in the_plan.actions if not self._backing_off(state, a, now))
+        waiting = len(the_plan.actions) - len(runnable)
+        the_plan = Plan(runnable, the_plan.conflicts)
         outcomes: list[Outcome] = []
         if the_plan.actions and self.may_write():
             # Say Loading before the work, so status is true while it runs.
@@ -372,7 +396,12 @@ class LoraController:
         await self._finish_deletions(deleting, observed, own)
         if self.may_write():
             await self._gc_store(namespace, wanted, deleting)
-        if pending or any(not o.ok and o.retryable for o in outcomes):
+        if waiting or any(not o.ok for o in outcomes):
+            now = self.clock.monotonic()
+            next_try = min((until - now for until, _ in state.backoff.values() if until > now),
+                           default=self.config.requeue_pending)
+            return Result(requeue_after=max(0.05, next_try))
+        if pending:
             return Result(requeue_after=self.config.requeue_pending)
         retry = [d.retry_in for d in discoveries.values() if d.problem is not None]
         if retry:
@@ -454,6 +483,7 @@ class LoraController:
             if (action.pod, action.name) in state.loaded_once and not action.inplace:
                 DRIFT_CORRECTIONS.inc()
         outcomes = await self.executor.execute(list(the_plan.actions), endpoints)
+        self._update_backoff(state, outcomes)
         touched = {o.action.pod for o in outcomes}
         await asyncio.gather(*(self.observer.probe(p) for p in touched))
         for o in outcomes:
@@ -465,6 +495,34 @@ class LoraController:
                 state.last_errors[key] = f"{verb} on pod {o.action.pod.split('/', 1)[-1]} failed: {o.message}"
         await self._action_events(namespace, outcomes)
         return outcomes
+
+    @staticmethod
+    def _backoff_keys(action: Load | Unload) -> tuple[str, str]:
+        return (f"pod:{action.pod}", f"adapter:{action.pod}:{action.name}")
+
+    def _backing_off(self, state: NamespaceState, action: Load | Unload, now: float) -> bool:
+        return any(state.backoff.get(k, (0.0, 0.0))[0] > now for k in self._backoff_keys(action))
+
+    def _update_backoff(self, state: NamespaceState, outcomes: list[Outcome]) -> None:
+        """Failures back off exponentially (1 s doubling to 60 s): a pod-wide failure (timeout,
+        5xx, refused) delays every action on that pod; an adapter's own failure (invalid,
+        conflicting name) delays that adapter there only. A success clears both."""
+        now = self.clock.monotonic()
+        failed: set[str] = set()
+        for o in outcomes:
+            pod_key, adapter_key = self._backoff_keys(o.action)
+            if o.ok:
+                state.backoff.pop(adapter_key, None)
+            else:
+                failed.add(pod_key if o.retryable else adapter_key)
+        for o in outcomes:
+            pod_key, _ = self._backoff_keys(o.action)
+            if o.ok and pod_key not in failed:
+                state.backoff.pop(pod_key, None)
+        for key in failed:  # once per key and execution, however many actions failed
+            _, delay = state.backoff.get(key, (0.0, 0.5))
+            delay = min(delay * 2, 60.0)
+            state.backoff[key] = (now + delay, delay)
 
     async def _action_events(self, namespace: str, outcomes: list[Outcome]) -> None:
         by_owner: dict[str, list[Outcome]] = {}
@@ -516,6 +574,7 @@ class LoraController:
         failed_loads = {(o.action.pod, o.action.name) for o in outcomes if not o.ok}
         planned_loads = {(a.pod, a.name) for a in the_plan.loads}
         any_pending = False
+        writes: list[tuple[LoraAdapter, LoraAdapterStatus]] = []
         for p in () if executing else schedule.preemptions:
             PREEMPTIONS.inc()
             victim_cr = next((c for c in live if c.metadata.name == p.victim.cr), None)
@@ -588,9 +647,14 @@ class LoraController:
             state.reports[cr.key] = reports
             if status.phase is not None and status.phase.value == "Loading":
                 any_pending = True
-            await self._write_status(cr, status)
-            if problem is not None and disc.failures == 1 and disc.at == self.clock.monotonic():
-                pass
+            writes.append((cr, status))
+        sem = asyncio.Semaphore(16)
+
+        async def write_one(cr: LoraAdapter, status: LoraAdapterStatus) -> None:
+            async with sem:
+                await self._write_status(cr, status)
+
+        await asyncio.gather(*(write_one(cr, st) for cr, st in writes))
         self._phase_metrics()
         return any_pending
 

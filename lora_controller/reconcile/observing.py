@@ -71,6 +71,7 @@ class Observer:
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Task[Observation]] = {}
+        self._by_adapter: dict[str, set[str]] = {}  # adapter name -> pods listing it
         self.polls = 0
 
     # -- tracking ------------------------------------------------------------------------------
@@ -83,7 +84,23 @@ class Observer:
 
     def untrack(self, pod_key: str) -> None:
         self._pods.pop(pod_key, None)
-        self._obs.pop(pod_key, None)
+        self._index(pod_key, self._obs.pop(pod_key, None), None)
+
+    def pods_listing(self, adapter: str) -> list[str]:
+        """Pods whose latest `/v1/models` lists an adapter of this name (any root)."""
+        return sorted(self._by_adapter.get(adapter, ()))
+
+    def _index(self, pod_key: str, before: Observation | None, after: Observation | None) -> None:
+        old = set(before.adapters) if before is not None else set()
+        new = set(after.adapters) if after is not None else set()
+        for name in old - new:
+            pods = self._by_adapter.get(name)
+            if pods is not None:
+                pods.discard(pod_key)
+                if not pods:
+                    del self._by_adapter[name]
+        for name in new - old:
+            self._by_adapter.setdefault(name, set()).add(pod_key)
 
     def tracked(self) -> list[str]:
         return sorted(self._pods)
@@ -147,6 +164,7 @@ class Observer:
             return obs
         before = self._obs.get(pod.key)
         self._obs[pod.key] = obs
+        self._index(pod.key, before, obs)
         if not obs.same_content(before) and self.on_change is not None:
             try:
                 self.on_change(pod.key)

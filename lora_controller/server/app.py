@@ -168,7 +168,7 @@ class RouterApi:
         }
 
     def _find(self, name: str, namespace: str | None) -> Wanted:
-        matches = [w for w in self.controller.wanted(namespace) if w.adapter.name == name]
+        matches = self.controller.wanted_named(name, namespace)
         if not matches:
             where = f" in namespace {namespace}" if namespace else ""
             raise ApiProblem(404, "AdapterNotFound",

@@ -194,9 +194,14 @@ class AdapterStore:
         started = time.monotonic()
         reader = open_for_adapter(adapter, credentials=credentials, options=self._options)
         try:
-            await asyncio.gather(*(
+            # Wait for every file even when one fails: a download still writing into `tmp`
+            # while it is being removed would leave a stray folder behind.
+            results = await asyncio.gather(*(
                 self._fetch_with_retries(reader, adapter, f, tmp) for f in adapter.files
-            ))
+            ), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
             await asyncio.to_thread(_finish_folder, tmp)
             await asyncio.to_thread(_publish, adapter, tmp, final)
         except BaseException:
