@@ -7,8 +7,9 @@ token granted to them, gated ones an approved token; errors carry the X-Error-Co
 client maps to its exceptions. It never sends Xet headers, so the client stays on plain HTTP.
 
 Fault knobs: `go_down()` / `come_up()` (connection refused on the same port), `drop_after` /
-`drops` (cut the connection after N body bytes of a download), `chunk_delay` (slow downloads), and
-`bytes_sent` to watch a download progress.
+`drops` (cut the connection after N body bytes of a download), `fail_downloads` (answer N
+download GETs with 503), `chunk_delay` (slow downloads), and `bytes_sent` to watch a download
+progress.
 
     hub = HubServer()
     hub.add_repo("org/adapters", {"a/adapter_config.json": b"...", ...}, private=True,
@@ -72,6 +73,7 @@ class HubServer:
         self.drop_after: int | None = None
         self.drops: int | None = None  # how many downloads to cut; None: all of them
         self.chunk_delay: float = 0.0
+        self.fail_downloads: int = 0  # answer this many download GETs with 503
         self.chunk_size: int = 16 * 1024
         self._counter = 0
         self._runner: web.AppRunner | None = None
@@ -357,6 +359,9 @@ class HubServer:
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(data))
             return web.Response(status=200, headers=headers)
+        if self.fail_downloads > 0:
+            self.fail_downloads -= 1
+            return _error(503, None, message="Service temporarily unavailable")
         start = 0
         rng = request.headers.get("Range", "")
         if rng.startswith("bytes=") and rng[6:].split("-")[0].isdigit():

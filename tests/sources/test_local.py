@@ -55,6 +55,16 @@ async def test_selectors_and_cap(tmp_path: Path, options: SourceOptions) -> None
     assert [x.name for x in found.adapters] == ["a-lora", "b-lora"]
     assert found.capped and found.total_found == 3
 
+    async def names(**kw: object) -> tuple[list[str], list[tuple[str, str]]]:
+        d = await discover(spec("local", str(tmp_path), **kw), namespace="ns", credentials=None,
+                           options=options)
+        return [x.name for x in d.adapters], [(e.name, e.reason) for e in d.errors]
+
+    assert await names(prefix="c-") == (["c-other"], [])
+    assert await names(adapters=["d-lora", "zz"]) == (["d-lora"], [("zz", "AdapterNotFound")])
+    assert await names(pattern="?-lora", prefix="b", adapters=["b-lora", "a-lora"]) == (
+        ["b-lora"], [("a-lora", "AdapterNotFound")])
+
 
 async def test_local_errors(tmp_path: Path, options: SourceOptions) -> None:
     async def run(path: str) -> object:

@@ -193,21 +193,27 @@ async def test_network_failure_mid_download(
 async def test_transient_failures_are_retried_with_backoff(
     hub: HubServer, options: SourceOptions, tmp_path: Path
 ) -> None:
-    hub.add_repo("org/r", adapter_files())
+    files = adapter_files()
+    hub.add_repo("org/r", files)
     adapter = (await hf_adapters(options))["r"]
     delays: list[float] = []
 
-    async def sleep(delay: float) -> None:  # the hub comes back while the store waits
+    async def sleep(delay: float) -> None:
         delays.append(delay)
-        await hub.come_up()
 
     store = AdapterStore(tmp_path, options=options, sleep=sleep,
-                         retry=RetryPolicy(attempts=4, base_delay=0.2, max_delay=1))
-    await hub.go_down()
+                         retry=RetryPolicy(attempts=4, base_delay=0.2, max_delay=0.3))
+    hub.fail_downloads = 3  # the first three GETs answer 503; the library does not retry those
     path = await store.stage(adapter, namespace="n", cr="c", credentials=None)
-    assert sorted(p.name for p in path.iterdir()) == ["adapter_config.json",
-                                                      "adapter_model.safetensors"]
-    assert delays and all(0.1 <= d <= 0.2 for d in delays)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == files
+    assert len(delays) == 3
+    assert all(0.1 <= d <= 0.3 for d in delays)
+    hub.fail_downloads = 10  # more failures than attempts: the error surfaces, nothing visible
+    other = dataclasses.replace(adapter, version="f" * 16)
+    with pytest.raises(SourceUnreachable) as info:
+        await store.stage(other, namespace="n", cr="c", credentials=None)
+    assert "503" in info.value.message
+    assert sorted(p.name for p in path.parent.iterdir()) == [adapter.version]
 
 
 @pytest.mark.usefixtures("s3_env")
