@@ -58,6 +58,7 @@ PREEMPTIONS = Counter("lora_controller_preemptions_total", "Adapter replicas evi
 POD_SLOTS_USED = Gauge("lora_controller_pod_slots_used", "Adapter slots in use per pod.", ["pod"])
 POD_MEMORY_USED = Gauge("lora_controller_pod_memory_used_bytes",
                         "Adapter memory placed per pod.", ["pod"])
+MAX_FAILURE_EVENTS = 5
 RECONCILE_SECONDS = Histogram("lora_controller_namespace_reconcile_seconds",
                               "Duration of one namespace reconcile.",
                               buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120))
@@ -283,8 +284,13 @@ class LoraController:
 
     # -- reconcile ----------------------------------------------------------------------------
     async def reconcile(self, namespace: str) -> Result | None:
+        started = self.clock.monotonic()
         with RECONCILE_SECONDS.time():
-            return await self._reconcile(namespace)
+            result = await self._reconcile(namespace)
+        log.debug("reconciled", namespace=namespace,
+                  seconds=round(self.clock.monotonic() - started, 4),
+                  requeue_after=result.requeue_after if result else None)
+        return result
 
     def _namespace_synced(self, namespace: str) -> bool:
         return all(inf.has_synced() for inf in self._pod_informers_of(namespace)) and all(
@@ -316,7 +322,11 @@ class LoraController:
         # 2. What each resource wants, with conflicts between resources resolved (oldest wins).
         wanted, conflicts = self._wanted(live, discoveries)
 
-        # 3. Observed truth, per pod; ownership of what is on the pods.
+        # 3. Observed truth, per pod (pods not read yet are read now, not at the next poll);
+        #    ownership of what is on the pods.
+        unread = [p.key for p in pods if p.usable and self.observer.get(p.key) is None]
+        if unread:
+            await asyncio.gather(*(self.observer.probe(k) for k in unread))
         own = ownership(crs, store_root=str(self.store.root), namespace=namespace,
                         wanted=list(wanted.values()))
         observed: dict[str, dict[str, str | None]] = {}
@@ -393,6 +403,8 @@ class LoraController:
         # 8. Status per resource; finalizers of deleted resources.
         pending = await self._write_statuses(namespace, state, live, discoveries, schedule, wanted,
                                              conflicts, the_plan, outcomes, stage_errors)
+        if outcomes:
+            await self._action_events(namespace, outcomes)
         await self._finish_deletions(deleting, observed, own)
         if self.may_write():
             await self._gc_store(namespace, wanted, deleting)
@@ -493,7 +505,6 @@ class LoraController:
             else:
                 verb = "load" if isinstance(o.action, Load) else "unload"
                 state.last_errors[key] = f"{verb} on pod {o.action.pod.split('/', 1)[-1]} failed: {o.message}"
-        await self._action_events(namespace, outcomes)
         return outcomes
 
     @staticmethod
@@ -525,33 +536,37 @@ class LoraController:
             state.backoff[key] = (now + delay, delay)
 
     async def _action_events(self, namespace: str, outcomes: list[Outcome]) -> None:
+        """Events of one execution, summarised per resource: one for its loads, one for its
+        unloads, and one per distinct failure (at most MAX_FAILURE_EVENTS), so hundreds of
+        loads make a handful of API writes."""
         by_owner: dict[str, list[Outcome]] = {}
         for o in outcomes:
-            owner = o.action.owner if isinstance(o.action, Load) else (o.action.owner or "")
-            by_owner.setdefault(owner, []).append(o)
+            by_owner.setdefault(o.action.owner or "", []).append(o)
         crs = {c.key: c for c in self.crs(namespace)}
-        for owner, items in by_owner.items():
+        for owner, items in sorted(by_owner.items()):
             cr = crs.get(owner)
             if cr is None:
                 continue
             regarding = cr.model_dump(mode="json", by_alias=True)
-            for o in items:
-                pod = o.action.pod.split("/", 1)[-1]
-                if isinstance(o.action, Load):
-                    if o.ok:
-                        await self.events.record(regarding, type="Normal", reason="AdapterLoaded",
-                                                 action="Load",
-                                                 note=f"adapter {o.action.name} loaded on pod {pod}")
-                    else:
-                        await self.events.record(regarding, type="Warning", reason="LoadFailed",
-                                                 action="Load",
-                                                 note=f"adapter {o.action.name} on pod {pod}: {o.message}")
-                elif isinstance(o.action, Unload):
+            for kind, verb, reason in ((Load, "loaded", "AdaptersLoaded"),
+                                       (Unload, "unloaded", "AdaptersUnloaded")):
+                done = [o.action for o in items if o.ok and isinstance(o.action, kind)]
+                if done:
+                    pods = {a.pod for a in done}
+                    listed = ", ".join(f"{a.name} on {a.pod.split('/', 1)[-1]}" for a in done[:20])
+                    more = f" and {len(done) - 20} more" if len(done) > 20 else ""
                     await self.events.record(
-                        regarding, type="Normal" if o.ok else "Warning",
-                        reason="AdapterUnloaded" if o.ok else "UnloadFailed", action="Unload",
-                        note=f"adapter {o.action.name} unloaded from pod {pod}" + (
-                            "" if o.ok else f": {o.message}"))
+                        regarding, type="Normal", reason=reason, action=kind.__name__,
+                        note=f"{verb} {len(done)} adapter replica(s) on {len(pods)} pod(s): "
+                             f"{listed}{more}")
+            failures = [o for o in items if not o.ok]
+            for o in failures[:MAX_FAILURE_EVENTS]:
+                verb = "load" if isinstance(o.action, Load) else "unload"
+                await self.events.record(
+                    regarding, type="Warning", reason=f"{verb.capitalize()}Failed",
+                    action=verb.capitalize(),
+                    note=f"adapter {o.action.name} on pod {o.action.pod.split('/', 1)[-1]}: "
+                         f"{o.message}")
 
     def _record_usage(self, schedule: Schedule, wanted: dict[AdapterKey, Wanted],
                       pods: list[TargetPod]) -> None:
