@@ -244,6 +244,7 @@ class DelayingQueue(WorkQueue[K]):
         self._waiting: dict[K, _Waiting[K]] = {}
         self._seq = itertools.count()
         self._timer: asyncio.Task[None] | None = None
+        self._timer_generation = 0
 
     @property
     def waiting(self) -> int:
@@ -314,11 +315,13 @@ class DelayingQueue(WorkQueue[K]):
     def _restart_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._timer_generation += 1
         self._timer = asyncio.get_running_loop().create_task(
-            self._release_loop(), name=f"workqueue-delay:{self.name or id(self)}"
+            self._release_loop(self._timer_generation),
+            name=f"workqueue-delay:{self.name or id(self)}",
         )
 
-    async def _release_loop(self) -> None:
+    async def _release_loop(self, generation: int) -> None:
         """Sleep on the clock until the earliest key is due, add what is due; end when idle.
 
         `add_after` replaces this task by a new one when a key due sooner arrives.
@@ -330,7 +333,7 @@ class DelayingQueue(WorkQueue[K]):
                     return
                 await self._clock.sleep(self._heap[0].ready_at - self._clock.monotonic())
         finally:
-            if self._timer is asyncio.current_task():
+            if self._timer_generation == generation:  # not replaced by a newer timer
                 self._timer = None
 
 
