@@ -19,10 +19,15 @@ from urllib.parse import quote
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
+from prometheus_client import Counter
 
 from lora_controller.kube.resources import ResourceKind
 
 JSON = dict[str, Any]
+
+API_REQUESTS = Counter("lora_controller_kube_requests_total",
+                       "Requests this process sent to the API server, by verb and status code.",
+                       ["verb", "code"])
 
 DEFAULT_TIMEOUT = 30.0
 MERGE_PATCH = "application/merge-patch+json"
@@ -125,6 +130,7 @@ class KubeClient:
     ) -> aiohttp.ClientResponse:
         params = [(k, str(v).lower() if isinstance(v, bool) else str(v))
                   for k, v in (query or {}).items()]
+        verb = "WATCH" if query and query.get("watch") else method
         try:
             resp = await self.api.call_api(
                 path, method, query_params=params,
@@ -133,10 +139,14 @@ class KubeClient:
                 _request_timeout=timeout,
             )
         except (aiohttp.ClientError, OSError) as exc:
+            API_REQUESTS.labels(verb, "error").inc()
             raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
+            API_REQUESTS.labels(verb, "timeout").inc()
             raise ApiError(0, "Timeout", f"no answer from the API server within {timeout.total}s") from exc
-        return cast(aiohttp.ClientResponse, resp)
+        response = cast(aiohttp.ClientResponse, resp)
+        API_REQUESTS.labels(verb, str(response.status)).inc()
+        return response
 
     async def request(
         self,

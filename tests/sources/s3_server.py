@@ -56,10 +56,11 @@ class MotoS3:
         endpoint = f"http://127.0.0.1:{port}"
         iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
                            aws_access_key_id="admin", aws_secret_access_key="admin")
-        iam.create_user(UserName="lora-tester")
-        iam.put_user_policy(UserName="lora-tester", PolicyName="s3",
+        user = f"lora-tester-{uuid.uuid4().hex[:8]}"  # moto state is per process: unique names
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="s3",
                             PolicyDocument=FULL_S3_POLICY)
-        key = iam.create_access_key(UserName="lora-tester")["AccessKey"]
+        key = iam.create_access_key(UserName=user)["AccessKey"]
         return cls(server=server, endpoint=endpoint, access_key=key["AccessKeyId"],
                    secret_key=key["SecretAccessKey"])
 

@@ -1,0 +1,93 @@
+"""Benchmark: scale. 1,000 LoraAdapters with 10,000 adapters on 1,000 simulated vLLM pods (one
+simulator process serves them all), spread over 10 namespaces.
+
+Each namespace has 100 pods in 10 label groups and 100 resources; resource i selects group i % 10
+and declares 10 local adapters (1 replica each). Measured: time from the first create to every
+resource Ready, the controller's RSS at the end, and the requests the controller sent to the API
+server per resource (its own `lora_controller_kube_requests_total`, watches counted once). Last
+line: one JSON object with `ready_s`, `rss_mib`, `api_requests_per_cr`.
+
+    python bench/scale.py [--namespaces 10] [--crs-per-namespace 100] [--pods-per-namespace 100] [--adapters-per-cr 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import aiohttp
+from _world import World, proc_stats, write_adapters
+
+
+async def controller_requests(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
+        text = await r.text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("lora_controller_kube_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            verb = labels.split('verb="', 1)[1].split('"', 1)[0]
+            out[verb] = out.get(verb, 0.0) + float(value)
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    async with World() as world:
+        started_setup = time.monotonic()
+        namespaces = [f"scale-{n:02d}" for n in range(args.namespaces)]
+        for ns in namespaces:
+            await world.namespace(ns)
+            await world.add_pods(ns, args.pods_per_namespace, max_cpu_loras=16,
+                                 labels=lambda i: {"group": f"g{i % 10}"})
+            for c in range(args.crs_per_namespace):
+                write_adapters(world.workdir / "adapters" / ns / f"cr-{c:03d}",
+                               [f"{ns}-c{c:03d}-a{a:02d}" for a in range(args.adapters_per_cr)])
+        setup_s = time.monotonic() - started_setup
+        world.start_controller("--poll-interval", "30", "--no-leader-elect", "--workers", "4")
+        await world.wait_controller_ready()
+        started = time.monotonic()
+        sem = asyncio.Semaphore(16)
+
+        async def create(ns: str, c: int) -> None:
+            async with sem:
+                await world.apply(ns, f"cr-{c:03d}", {
+                    "baseModel": "tiny-llama",
+                    "adapterSource": {"type": "local", "repository": str(
+                        world.workdir / "adapters" / ns / f"cr-{c:03d}")},
+                    "deploymentConfig": {"replicas": 1, "podSelector": {"matchLabels": {
+                        "lora-enabled": "true", "group": f"g{c % 10}"}}}})
+
+        await asyncio.gather(*(create(ns, c) for ns in namespaces
+                               for c in range(args.crs_per_namespace)))
+        total = args.namespaces * args.crs_per_namespace
+        await world.wait_all_ready(total, timeout=1800, poll=1.0)
+        ready_s = time.monotonic() - started
+        assert world.controller is not None
+        _, rss = proc_stats(world.controller.pid)
+        requests = await controller_requests(world.url)
+        loads = sum(1 for sim in world.sims.values() for e in sim.load_log
+                    if e.action == "load" and e.status == 200)
+        return {
+            "ready_s": round(ready_s, 2),
+            "rss_mib": round(rss, 1),
+            "api_requests_per_cr": round(sum(requests.values()) / total, 2),
+            "api_requests_by_verb": requests,
+            "crs": total, "adapters": total * args.adapters_per_cr,
+            "pods": args.namespaces * args.pods_per_namespace, "loads": loads,
+            "setup_s": round(setup_s, 1),
+        }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--namespaces", type=int, default=10)
+    p.add_argument("--crs-per-namespace", type=int, default=100)
+    p.add_argument("--pods-per-namespace", type=int, default=100)
+    p.add_argument("--adapters-per-cr", type=int, default=10)
+    print(json.dumps(asyncio.run(run(p.parse_args()))))
+
+
+if __name__ == "__main__":
+    main()
