@@ -628,7 +628,7 @@ OPS = st.lists(
 
 
 @settings(
-    max_examples=150,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -724,6 +724,7 @@ async def _interleave(
         await clock.advance(10.0)  # let every delay come due
         await settle(10)
         must_process = [m for m in must_process if m[2].at <= clock.monotonic()]
+        shut = True
         await queue.shut_down_with_drain()
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
 
