@@ -112,9 +112,46 @@ RECONCILE_TIME = Histogram(
     "Length of time per reconciliation per controller",
     ["controller"],
     buckets=(
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7,
-        0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10, 15,
-        20, 25, 30, 40, 50, 60,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.15,
+        0.2,
+        0.25,
+        0.3,
+        0.35,
+        0.4,
+        0.45,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+        1.25,
+        1.5,
+        1.75,
+        2.0,
+        2.5,
+        3.0,
+        3.5,
+        4.0,
+        4.5,
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+        15,
+        20,
+        25,
+        30,
+        40,
+        50,
+        60,
     ),
 )
 CONTROLLER_MAX_CONCURRENT_RECONCILES = Gauge(
@@ -132,8 +169,15 @@ CONTROLLER_ACTIVE_WORKERS = Gauge(
 class QueueMetrics:
     """The workqueue metric children of one queue name, bound once so updates stay cheap."""
 
-    __slots__ = ("adds", "depth", "longest_running", "queue_duration", "retries",
-                 "unfinished_work", "work_duration")
+    __slots__ = (
+        "adds",
+        "depth",
+        "longest_running",
+        "queue_duration",
+        "retries",
+        "unfinished_work",
+        "work_duration",
+    )
 
     def __init__(self, name: str) -> None:
         self.depth = WORKQUEUE_DEPTH.labels(name)

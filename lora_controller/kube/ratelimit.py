@@ -108,7 +108,7 @@ class BucketRateLimiter(Generic[K]):
             raise ValueError("qps and burst must not be negative")
         self.qps = qps
         self.burst = burst
-        self._clock: Clock = clock or RealClock()
+        self._clock: Clock = clock if clock is not None else RealClock()
         self._tokens = float(burst)
         self._last: float | None = None
 

@@ -78,13 +78,19 @@ class Controller(Generic[K]):
         self.workers = workers
         self.reconcile_timeout = reconcile_timeout
         self._reconcile = reconcile
-        self._clock: Clock = clock or RealClock()
-        self.queue: RateLimitingQueue[K] = queue or RateLimitingQueue(
-            name=name,
-            rate_limiter=default_controller_rate_limiter(clock=self._clock),
-            clock=self._clock,
+        self._clock: Clock = clock if clock is not None else RealClock()
+        self.queue: RateLimitingQueue[K] = (
+            queue
+            if queue is not None
+            else RateLimitingQueue(
+                name=name,
+                rate_limiter=default_controller_rate_limiter(clock=self._clock),
+                clock=self._clock,
+            )
         )
-        self._log: Any = (logger or structlog.get_logger(__name__)).bind(controller=name)
+        self._log: Any = (logger if logger is not None else structlog.get_logger(__name__)).bind(
+            controller=name
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._total = {

@@ -48,7 +48,7 @@ class WorkQueue(Generic[K]):
 
     def __init__(self, *, name: str | None = None, clock: Clock | None = None) -> None:
         self.name = name
-        self._clock: Clock = clock or RealClock()
+        self._clock: Clock = clock if clock is not None else RealClock()
         self._queue: deque[K] = deque()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
@@ -348,8 +348,10 @@ class RateLimitingQueue(DelayingQueue[K]):
         clock: Clock | None = None,
     ) -> None:
         super().__init__(name=name, clock=clock)
-        self.rate_limiter: RateLimiter[K] = rate_limiter or default_controller_rate_limiter(
-            clock=self._clock
+        self.rate_limiter: RateLimiter[K] = (
+            rate_limiter
+            if rate_limiter is not None
+            else default_controller_rate_limiter(clock=self._clock)
         )
 
     def add_rate_limited(self, key: K) -> None:

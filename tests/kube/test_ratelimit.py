@@ -58,7 +58,9 @@ def test_item_exponential_failure_rate_limiter_overflow() -> None:
 
 
 def test_item_exponential_reaches_the_cap_and_stays() -> None:
-    limiter: ItemExponentialFailureRateLimiter[str] = ItemExponentialFailureRateLimiter(5 * MS, 1000.0)
+    limiter: ItemExponentialFailureRateLimiter[str] = ItemExponentialFailureRateLimiter(
+        5 * MS, 1000.0
+    )
     delays = [limiter.when("k") for _ in range(40)]
     assert delays[:3] == [5 * MS, 10 * MS, 20 * MS]
     assert all(later >= earlier for earlier, later in itertools.pairwise(delays))
