@@ -33,37 +33,43 @@ async def controller_requests(url: str) -> dict[str, float]:
     return out
 
 
+async def build(world: World, args: argparse.Namespace) -> tuple[float, float]:
+    """Pods, adapters, the controller, and every resource Ready: returns (setup_s, ready_s)."""
+    started_setup = time.monotonic()
+    namespaces = [f"scale-{n:02d}" for n in range(args.namespaces)]
+    for ns in namespaces:
+        await world.namespace(ns)
+        await world.add_pods(ns, args.pods_per_namespace, max_cpu_loras=16,
+                             labels=lambda i: {"group": f"g{i % 10}"})
+        for c in range(args.crs_per_namespace):
+            write_adapters(world.workdir / "adapters" / ns / f"cr-{c:03d}",
+                           [f"{ns}-c{c:03d}-a{a:02d}" for a in range(args.adapters_per_cr)])
+    setup_s = time.monotonic() - started_setup
+    world.start_controller("--poll-interval", "30", "--no-leader-elect", "--workers", "4")
+    await world.wait_controller_ready()
+    started = time.monotonic()
+    sem = asyncio.Semaphore(16)
+
+    async def create(ns: str, c: int) -> None:
+        async with sem:
+            await world.apply(ns, f"cr-{c:03d}", {
+                "baseModel": "tiny-llama",
+                "adapterSource": {"type": "local", "repository": str(
+                    world.workdir / "adapters" / ns / f"cr-{c:03d}")},
+                "deploymentConfig": {"replicas": 1, "podSelector": {"matchLabels": {
+                    "lora-enabled": "true", "group": f"g{c % 10}"}}}})
+
+    await asyncio.gather(*(create(ns, c) for ns in namespaces
+                           for c in range(args.crs_per_namespace)))
+    total = args.namespaces * args.crs_per_namespace
+    await world.wait_all_ready(total, timeout=1800, poll=1.0)
+    return setup_s, time.monotonic() - started
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     async with World() as world:
-        started_setup = time.monotonic()
-        namespaces = [f"scale-{n:02d}" for n in range(args.namespaces)]
-        for ns in namespaces:
-            await world.namespace(ns)
-            await world.add_pods(ns, args.pods_per_namespace, max_cpu_loras=16,
-                                 labels=lambda i: {"group": f"g{i % 10}"})
-            for c in range(args.crs_per_namespace):
-                write_adapters(world.workdir / "adapters" / ns / f"cr-{c:03d}",
-                               [f"{ns}-c{c:03d}-a{a:02d}" for a in range(args.adapters_per_cr)])
-        setup_s = time.monotonic() - started_setup
-        world.start_controller("--poll-interval", "30", "--no-leader-elect", "--workers", "4")
-        await world.wait_controller_ready()
-        started = time.monotonic()
-        sem = asyncio.Semaphore(16)
-
-        async def create(ns: str, c: int) -> None:
-            async with sem:
-                await world.apply(ns, f"cr-{c:03d}", {
-                    "baseModel": "tiny-llama",
-                    "adapterSource": {"type": "local", "repository": str(
-                        world.workdir / "adapters" / ns / f"cr-{c:03d}")},
-                    "deploymentConfig": {"replicas": 1, "podSelector": {"matchLabels": {
-                        "lora-enabled": "true", "group": f"g{c % 10}"}}}})
-
-        await asyncio.gather(*(create(ns, c) for ns in namespaces
-                               for c in range(args.crs_per_namespace)))
+        setup_s, ready_s = await build(world, args)
         total = args.namespaces * args.crs_per_namespace
-        await world.wait_all_ready(total, timeout=1800, poll=1.0)
-        ready_s = time.monotonic() - started
         assert world.controller is not None
         _, rss = proc_stats(world.controller.pid)
         requests = await controller_requests(world.url)
@@ -80,12 +86,16 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespaces", type=int, default=10)
     p.add_argument("--crs-per-namespace", type=int, default=100)
     p.add_argument("--pods-per-namespace", type=int, default=100)
     p.add_argument("--adapters-per-cr", type=int, default=10)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(p)
     print(json.dumps(asyncio.run(run(p.parse_args()))))
 
 

@@ -62,6 +62,7 @@ class SharedInformer:
         self.kind = kind
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.store = Store(indexers)
         self.resync_period = resync_period
         self.clock = clock or RealClock()
@@ -194,6 +195,13 @@ class InformerFactory:
     @property
     def informers(self) -> list[SharedInformer]:
         return list(self._informers.values())
+
+    async def remove(self, informer: SharedInformer) -> None:
+        """Stop an informer and forget it (its watch and cache go away)."""
+        for key, inf in list(self._informers.items()):
+            if inf is informer:
+                del self._informers[key]
+        await informer.stop()
 
     def start(self) -> None:
         for inf in self._informers.values():

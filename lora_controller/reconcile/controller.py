@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState
 from lora_controller.reconcile.executing import Executor, Outcome
 from lora_controller.reconcile.observing import Observer
 from lora_controller.reconcile.planning import DesiredAdapter, Load, Plan, Unload, plan
-from lora_controller.reconcile.pods import TargetPod, selector_string, target_pod
+from lora_controller.reconcile.pods import TargetPod, target_pod
 from lora_controller.reconcile.status import AdapterReport, SourceProblem, compute_status
 from lora_controller.reconcile.world import (
     Wanted,
@@ -112,8 +112,9 @@ class LoraController:
         self.clock = clock or RealClock()
         self.factory = InformerFactory(kube, resync_period=config.resync, clock=self.clock)
         self.cr_informers: list[SharedInformer] = []
-        self.pod_informers: dict[tuple[str | None, str], SharedInformer] = {}
-        self.secret_informers: dict[tuple[str, str], SharedInformer] = {}
+        self.pod_informers: dict[str, SharedInformer] = {}  # namespace -> its pod informer
+        self._pending_pod_informers: dict[str, SharedInformer] = {}  # replacing, not yet synced
+        self.secret_informers: dict[str, SharedInformer] = {}  # namespace -> its Secret informer
         self.observer = Observer(vllm, interval=config.poll_interval, clock=self.clock,
                                  on_change=self._on_pod_observed_change)
         self.executor = Executor(vllm, may_act=may_write)
@@ -127,6 +128,7 @@ class LoraController:
         self.namespaces: dict[str, NamespaceState] = {}
         self._pods: dict[str, TargetPod] = {}  # pod key -> what we know of it
         self._tasks: list[asyncio.Task[None]] = []
+        self._bg: set[asyncio.Task[None]] = set()
 
     # -- wiring --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -166,9 +168,7 @@ class LoraController:
 
     # -- event handlers: map events to namespaces --------------------------------------------
     def _on_cr(self, obj: JSON) -> None:
-        ns = obj["metadata"]["namespace"]
-        self._watch_for(LoraAdapter.model_validate(obj))
-        self.runner.enqueue(ns)
+        self.runner.enqueue(obj["metadata"]["namespace"])
 
     def _on_cr_update(self, old: JSON, new: JSON) -> None:
         om, nm = old.get("metadata", {}), new.get("metadata", {})
@@ -177,25 +177,57 @@ class LoraController:
                 or old is new):
             self._on_cr(new)
 
-    def _watch_for(self, cr: LoraAdapter) -> None:
-        """Start the pod and Secret informers this resource needs (shared, deduplicated)."""
-        ns = cr.metadata.namespace
-        selector = selector_string(cr.spec.deployment().pod_selector)
-        key = (ns, selector)
-        if key not in self.pod_informers:
-            inf = self.factory.informer(PODS, namespace=ns, label_selector=selector or None)
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def _sync_watches(self, namespace: str, crs: list[LoraAdapter]) -> None:
+        """One pod informer per namespace, selecting by the labels every resource of the namespace
+        requires (so it holds every pod any selector can match, and few others), and one Secret
+        informer per namespace while a resource there references a Secret. One watch each, however
+        many resources: HTTP/1.1 watches each hold a connection to the API server."""
+        common: dict[str, str] | None = None
+        for cr in crs:
+            selector = cr.spec.deployment().pod_selector
+            labels = dict((selector.match_labels or {}) if selector else {})
+            common = labels if common is None else {
+                k: v for k, v in common.items() if labels.get(k) == v}
+        wanted = ",".join(f"{k}={v}" for k, v in sorted((common or {}).items()))
+        current = self.pod_informers.get(namespace)
+        pending = self._pending_pod_informers.get(namespace)
+        if crs and (current is None or current.label_selector != (wanted or None)) and (
+                pending is None or pending.label_selector != (wanted or None)):
+            if pending is not None:
+                self._background(self.factory.remove(pending))
+            inf = self.factory.informer(PODS, namespace=namespace, label_selector=wanted or None)
             inf.add_event_handler(on_add=self._on_pod, on_update=self._on_pod_update,
                                   on_delete=self._on_pod_delete)
-            self.pod_informers[key] = inf
             inf.start()
-        ref = cr.spec.credentials_secret_ref
-        if ref is not None and (ns, ref.name) not in self.secret_informers:
-            sinf = self.factory.informer(SECRETS, namespace=ns,
-                                         field_selector=f"metadata.name={ref.name}")
+            if current is None:
+                self.pod_informers[namespace] = inf
+            else:
+                self._pending_pod_informers[namespace] = inf
+        pending = self._pending_pod_informers.get(namespace)
+        if pending is not None and pending.has_synced():
+            old = self.pod_informers[namespace]
+            self.pod_informers[namespace] = pending
+            del self._pending_pod_informers[namespace]
+            for key, obj in old.store.items():
+                if pending.store.get(key) is None:
+                    self._on_pod_delete(obj)
+            self._background(self.factory.remove(old))
+        needs_secrets = any(cr.spec.credentials_secret_ref is not None for cr in crs)
+        sinf = self.secret_informers.get(namespace)
+        if needs_secrets and sinf is None:
+            sinf = self.factory.informer(SECRETS, namespace=namespace)
             sinf.add_event_handler(on_add=self._on_secret, on_update=lambda _o, n: self._on_secret(n),
                                    on_delete=self._on_secret)
-            self.secret_informers[(ns, ref.name)] = sinf
+            self.secret_informers[namespace] = sinf
             sinf.start()
+        elif not needs_secrets and sinf is not None:
+            del self.secret_informers[namespace]
+            self._background(self.factory.remove(sinf))
 
     def _on_pod(self, obj: JSON) -> None:
         pod = target_pod(obj)
@@ -210,8 +242,9 @@ class LoraController:
 
     def _on_pod_delete(self, obj: JSON) -> None:
         pod = target_pod(obj)
-        if any(i.store.get(pod.key) is not None for i in self._pod_informers_of(pod.namespace)):
-            return  # still selected by another informer
+        current = self.pod_informers.get(pod.namespace)
+        if current is not None and current.store.get(pod.key) is not None:
+            return  # still held by the namespace's current informer (a selector change)
         self._pods.pop(pod.key, None)
         self.observer.untrack(pod.key)
         self.vllm.forget(pod.endpoint) if pod.endpoint else None
@@ -224,11 +257,8 @@ class LoraController:
         self.runner.enqueue(pod_key.split("/", 1)[0])
 
     def _secret(self, namespace: str, name: str) -> JSON | None:
-        inf = self.secret_informers.get((namespace, name))
+        inf = self.secret_informers.get(namespace)
         return inf.store.get(f"{namespace}/{name}") if inf else None
-
-    def _pod_informers_of(self, namespace: str) -> list[SharedInformer]:
-        return [inf for (ns, _), inf in self.pod_informers.items() if ns == namespace]
 
     # -- reads for the router API -------------------------------------------------------------
     def crs(self, namespace: str | None = None) -> list[LoraAdapter]:
@@ -293,13 +323,13 @@ class LoraController:
         return result
 
     def _namespace_synced(self, namespace: str) -> bool:
-        return all(inf.has_synced() for inf in self._pod_informers_of(namespace)) and all(
-            inf.has_synced() for (ns, _), inf in self.secret_informers.items() if ns == namespace)
+        pods = self.pod_informers.get(namespace)
+        secrets = self.secret_informers.get(namespace)
+        return (pods is None or pods.has_synced()) and (secrets is None or secrets.has_synced())
 
     async def _reconcile(self, namespace: str) -> Result | None:
         crs = self.crs(namespace)
-        for cr in crs:
-            self._watch_for(cr)
+        self._sync_watches(namespace, [c for c in crs if not c.metadata.deletion_timestamp] or crs)
         if not self._namespace_synced(namespace):
             return Result(requeue_after=0.2)
         state = self.namespaces.setdefault(namespace, NamespaceState())

@@ -1,9 +1,10 @@
 """Why a replica has no pod, in words a person can act on.
 
-A reason names the limit that stopped the adapter (base model, readiness, max-lora-rank, one replica
-per pod, memory capacity, slots, free memory, preemption policy) with the numbers in Kubernetes
-quantity units, so the fix is obvious: add pods, raise `--max-lora-rank` or `--max-cpu-loras`, lower
-the replica count, raise the priority. Reasons are computed against the final placement, so running
+A reason names the limit that stopped the adapter (base model, podSelector, readiness,
+max-lora-rank, one replica per pod, memory capacity, slots, free memory, preemption policy) with the
+numbers in Kubernetes quantity units, so the fix is obvious: add pods, widen the podSelector, raise
+`--max-lora-rank` or `--max-cpu-loras`, lower the replica count, raise the priority. Capacity
+reasons count only the pods the adapter's podSelector matches. Reasons are computed against the final placement, so running
 the scheduler again on its own output gives the same words.
 """
 
@@ -21,16 +22,20 @@ def _memory(amount: int) -> str:
 def _capacities(group: GroupState, rank: int) -> list[tuple[int, PodKey]]:
     caps = group.capacities.get(rank)
     if caps is None:
-        caps = sorted(
-            (
-                (UNBOUNDED if p.capacity_total is None else p.capacity_total, p.key)
-                for p in group.ready_pods(rank)
-                if p.slots_total > 0
-            ),
-            reverse=True,
-        )
+        caps = _capacities_of(group.ready_pods(rank))
         group.capacities[rank] = caps
     return caps
+
+
+def _capacities_of(pods: list[PodState]) -> list[tuple[int, PodKey]]:
+    return sorted(
+        (
+            (UNBOUNDED if p.capacity_total is None else p.capacity_total, p.key)
+            for p in pods
+            if p.slots_total > 0
+        ),
+        reverse=True,
+    )
 
 
 def explain(adapter: AdapterState, pods_of_base_model: int) -> str:
@@ -39,24 +44,39 @@ def explain(adapter: AdapterState, pods_of_base_model: int) -> str:
     group = adapter.group
     if group is None or not pods_of_base_model:
         return f"no pod serves base model {base_model}"
-    ready = group.ready_pods(0)
+    selector = adapter.eligible
+    if selector is None:
+        matching = len(group.pods)
+        which = f"serving base model {base_model}"
+        also = ""
+    else:
+        matching = sum(1 for k in selector if k in group.pods)
+        if not matching:
+            return "no pod matches this adapter's podSelector"
+        which = f"serving base model {base_model} and matching its podSelector"
+        also = ", matching its podSelector"
+    ready = group.usable_pods(0, selector)
     if not ready:
-        return f"none of the {len(group.pods)} pods serving base model {base_model} is Ready"
-    eligible = group.ready_pods(adapter.rank)
+        return f"none of the {matching} pods {which} is Ready"
+    eligible = group.usable_pods(adapter.rank, selector)
     if not eligible:
         largest = max(p.max_rank for p in ready)
         return (
             f"rank {adapter.rank} exceeds the max-lora-rank of every Ready pod serving "
-            f"{base_model} (largest {largest})"
+            f"{base_model}{' that matches its podSelector' if selector is not None else ''} "
+            f"(largest {largest})"
         )
     hosted = adapter.pods
-    on_eligible = sum(1 for p in hosted.values() if p.ready and p.max_rank >= adapter.rank)
+    on_eligible = sum(
+        1 for p in hosted.values()
+        if p.ready and p.max_rank >= adapter.rank and adapter.may_use(p)
+    )
     if on_eligible >= len(eligible):
         return (
             f"one replica per pod, and all {len(eligible)} eligible pods (Ready, serving "
-            f"{base_model}, max-lora-rank >= {adapter.rank}) already have it"
+            f"{base_model}, max-lora-rank >= {adapter.rank}{also}) already have it"
         )
-    caps = _capacities(group, adapter.rank)
+    caps = _capacities(group, adapter.rank) if selector is None else _capacities_of(eligible)
     largest_cap = next((cap for cap, key in caps if key not in hosted), None)
     if largest_cap is None:
         return (
@@ -70,14 +90,23 @@ def explain(adapter: AdapterState, pods_of_base_model: int) -> str:
         )
     largest_free: int | None = None
     with_slot = 0
-    for klass in group.classes_for(adapter.rank):
-        for entry in reversed(klass.entries):
-            if entry[2] not in hosted:
-                if largest_free is None or entry[0] > largest_free:
-                    largest_free = entry[0]
-                break
-        with_slot += len(klass.entries)
-    with_slot -= sum(1 for p in hosted.values() if _listed(p))
+    if selector is None:
+        for klass in group.classes_for(adapter.rank):
+            for entry in reversed(klass.entries):
+                if entry[2] not in hosted:
+                    if largest_free is None or entry[0] > largest_free:
+                        largest_free = entry[0]
+                    break
+            with_slot += len(klass.entries)
+        with_slot -= sum(1 for p in hosted.values() if _listed(p))
+        lower = group.has_priority_below(adapter.prio)
+    else:
+        for p in eligible:
+            if p.entry is not None and p.key not in hosted:
+                with_slot += 1
+                if largest_free is None or p.free_mem > largest_free:
+                    largest_free = p.free_mem
+        lower = any(q < adapter.prio for p in eligible for q in p.prio_count)
     candidates = len(eligible) - on_eligible
     if largest_free is None:
         reason = (
@@ -92,11 +121,11 @@ def explain(adapter: AdapterState, pods_of_base_model: int) -> str:
         if candidates > with_slot:
             reason += f" ({candidates - with_slot} more eligible pods have no free slot)"
     if adapter.evicts:
-        if group.has_priority_below(adapter.prio):
+        if lower:
             reason += f"; evicting adapters of priority below {adapter.prio} would not make room"
         else:
             reason += f"; no adapter of priority below {adapter.prio} to evict"
-    elif group.has_priority_below(adapter.prio):
+    elif lower:
         reason += "; preemptionPolicy None: lower-priority adapters are not evicted"
     return reason
 

@@ -63,6 +63,9 @@ class AdapterDemand:
 
     `memory_bytes` 0 means unknown: the adapter still takes an adapter slot. `rank` None means
     unknown: it fits any `--max-lora-rank`. `replicas` None means every eligible pod that has room.
+    `eligible_pods` is the set of pods its CR's `podSelector` matches; None means every pod of its
+    base model. Keys of pods that are not in the input, or serve another base model, are ignored.
+    Pass one frozenset object for all adapters of a CR: the scheduler caches per set object.
     """
 
     key: AdapterKey
@@ -72,6 +75,7 @@ class AdapterDemand:
     priority: int = 0
     preemption_policy: PreemptionPolicy = PreemptionPolicy.LOWER_PRIORITY
     replicas: int | None = None
+    eligible_pods: frozenset[PodKey] | None = None
 
     def __post_init__(self) -> None:
         if self.memory_bytes < 0:
@@ -129,6 +133,20 @@ class Preemption:
 
 
 @dataclass(frozen=True, slots=True)
+class Move:
+    """An adapter replica moved from one pod to another to make room for a replica that would
+    otherwise have no pod. The moved adapter keeps its replica count."""
+
+    adapter: AdapterKey
+    from_pod: PodKey
+    to_pod: PodKey
+    by: AdapterKey
+
+    def __str__(self) -> str:
+        return f"{self.adapter} moved from pod {self.from_pod} to pod {self.to_pod} for {self.by}"
+
+
+@dataclass(frozen=True, slots=True)
 class Shortfall:
     """Replicas of one adapter that could not be placed, with one reason per missing replica.
 
@@ -165,6 +183,7 @@ class AdapterStatus:
     pods: tuple[PodKey, ...]
     shortfall: Shortfall | None
     preempted: tuple[Preemption, ...]
+    moved: tuple[Move, ...] = ()
 
     @property
     def fully_placed(self) -> bool:
@@ -178,12 +197,14 @@ class Schedule:
     be placed and why, and the evictions it decided.
 
     `placement` has an entry for every adapter asked for (an empty tuple when it has no pod), its pods
-    sorted by key. `preemptions` lists the evictions made by this run, in the order they were decided.
+    sorted by key. `preemptions` lists the evictions made by this run, in the order they were decided;
+    `moves` the replicas this run moved to make room for a replica that fitted nowhere else.
     """
 
     placement: Placement
     unplaced: Mapping[AdapterKey, Shortfall]
     preemptions: tuple[Preemption, ...] = ()
+    moves: tuple[Move, ...] = ()
 
     @cached_property
     def pod_adapters(self) -> Mapping[PodKey, tuple[AdapterKey, ...]]:
@@ -202,6 +223,7 @@ class Schedule:
             pods=pods,
             shortfall=self.unplaced.get(adapter),
             preempted=tuple(p for p in self.preemptions if p.victim == adapter),
+            moved=tuple(m for m in self.moves if m.adapter == adapter),
         )
 
     def get_pod_adapters(self, pod: PodKey) -> tuple[AdapterKey, ...]:

@@ -22,6 +22,7 @@ def _eligible(adapter: AdapterDemand, pod: PodCapacity) -> bool:
         and pod.base_model == adapter.base_model
         and pod.max_lora_rank >= (adapter.rank or 0)
         and pod.adapter_slots - pod.reserved_slots > 0
+        and (adapter.eligible_pods is None or pod.key in adapter.eligible_pods)
     )
 
 

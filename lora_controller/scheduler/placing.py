@@ -39,6 +39,7 @@ from lora_controller.scheduler.model import (
     AdapterDemand,
     AdapterKey,
     AdapterStatus,
+    Move,
     PodCapacity,
     PodKey,
     Preemption,
@@ -49,6 +50,7 @@ from lora_controller.scheduler.model import (
 from lora_controller.scheduler.state import (
     AdapterState,
     Entry,
+    FullEntry,
     GroupState,
     PodClass,
     PodState,
@@ -63,6 +65,9 @@ _LAST_ROUND = 1 << 30
 _ADDED = 1 << 62
 """Event priority of a pod that was added: it helps every adapter."""
 _ADDED_FLOOR = -(1 << 62)
+
+_DIRECT_SCAN = 16
+"""An adapter that may use at most this many pods looks at each of them instead of the index."""
 
 HeapItem = tuple[int, int, int, AdapterKey, int, AdapterState]
 
@@ -112,6 +117,92 @@ def _scan(entries: list[Entry], mem: int, spread: bool, hosted: Mapping[PodKey, 
             return entry
         i += 1
     return None
+
+
+def _same_demand(
+    old: AdapterDemand,
+    new: AdapterDemand,
+    old_pods: Mapping[PodKey, PodCapacity],
+    new_pods: Mapping[PodKey, PodCapacity],
+    same_sets: dict[tuple[int, int], bool],
+) -> bool:
+    """Is `new` the same demand as `old`, but for eligible pods that were added or removed?
+
+    The reconciler recomputes each CR's eligible set when pods come and go; such a change is part
+    of the pod difference the incremental path applies, not a change of the adapter. `same_sets`
+    caches the answer per pair of set objects (the reconciler passes one set per CR).
+    """
+    old_set, new_set = old.eligible_pods, new.eligible_pods
+    if old_set is new_set:
+        return old == new
+    if old_set is None or new_set is None:
+        return False
+    if (old.key, old.base_model, old.memory_bytes, old.rank, old.priority, old.preemption_policy,
+            old.replicas) != (new.key, new.base_model, new.memory_bytes, new.rank, new.priority,
+                              new.preemption_policy, new.replicas):
+        return False
+    pair = (id(old_set), id(new_set))
+    same = same_sets.get(pair)
+    if same is None:
+        same = same_sets[pair] = all(
+            k not in old_pods or k not in new_pods for k in old_set.symmetric_difference(new_set)
+        )
+    return same
+
+
+def _best_among(adapter: AdapterState, pods: list[PodState], spread: bool) -> PodState | None:
+    """The pod `_find` would choose, by looking at each of `pods` (few, or the index gave up)."""
+    mem = adapter.mem
+    hosted = adapter.pods
+    zones = adapter.zones
+    nodes = adapter.nodes
+    best: tuple[int, int, Entry] | None = None
+    for pod in pods:
+        entry = pod.entry
+        if entry is None or entry[0] < mem or pod.key in hosted:
+            continue
+        if pod.node in nodes:
+            tier = 2
+        else:
+            tier = 0 if pod.zone not in zones else 1
+        if spread:
+            score = (-tier, -pod.max_rank, entry)
+            if best is None or score > best:
+                best = score
+        else:
+            score = (tier, pod.max_rank, entry)
+            if best is None or score < best:
+                best = score
+    return None if best is None else best[2][3]
+
+
+def _scan_eligible(
+    entries: list[Entry], mem: int, spread: bool, hosted: Mapping[PodKey, PodState],
+    nodes: Mapping[str, int] | None, eligible: frozenset[PodKey], budget: int,
+) -> tuple[Entry | None, int]:
+    """`_scan` for an adapter with eligible pods; each pod it skips as not eligible costs one unit
+    of `budget`, and a negative budget returned means "gave up" (scan the eligible pods instead)."""
+    n = len(entries)
+    if spread:
+        i = n - 1
+        step = -1
+        end = -1
+    else:
+        i = bisect_left(entries, (mem,))
+        step = 1
+        end = n
+    while i != end:
+        entry = entries[i]
+        if spread and entry[0] < mem:
+            return None, budget
+        if entry[2] not in eligible:
+            budget -= 1
+            if budget < 0:
+                return None, budget
+        elif entry[2] not in hosted and (nodes is None or entry[3].node not in nodes):
+            return entry, budget
+        i += step
+    return None, budget
 
 
 def _tier(adapter: AdapterState, pod: PodState) -> int:
@@ -206,6 +297,8 @@ class Scheduler:
         self._marked: list[AdapterState] = []
         self._evicted = False
         self._marked_cert: list[AdapterState] = []
+        self._marked_repair: list[AdapterState] = []
+        self._moves: list[Move] = []
         self._rebuilt = False
         self.incremental = False
         """Whether the last run reused the previous state (for benchmarks and tests)."""
@@ -250,8 +343,11 @@ class Scheduler:
         self._changed = set()
         self._removed = set()
         self._preemptions = []
+        self._moves = []
         self._evicted = False
         self._rebuilt = False
+        for group in self._groups.values():
+            group.last_gain = 0
 
     # ----------------------------------------------------------------------------------------
     # Building the state
@@ -317,7 +413,7 @@ class Scheduler:
             pod = self._pods.get(key)
             if (
                 pod is None or key in seen or pod.group is not adapter.group
-                or pod.max_rank < adapter.rank
+                or pod.max_rank < adapter.rank or not adapter.may_use(pod)
             ):
                 continue
             seen.add(key)
@@ -363,13 +459,15 @@ class Scheduler:
         old_adapters = self._adapter_specs
         removed_adapters = old_adapters.keys() - adapter_specs.keys()
         added_adapters = adapter_specs.keys() - old_adapters.keys()
-        if removed_adapters or added_adapters:
-            for key, demand in adapter_specs.items():
-                old_demand = old_adapters.get(key)
-                if old_demand is not None and old_demand is not demand and old_demand != demand:
-                    return False
-        elif adapter_specs != old_adapters:
-            return False
+        replaced: list[AdapterDemand] = []
+        same_sets: dict[tuple[int, int], bool] = {}
+        for key, demand in adapter_specs.items():
+            old_demand = old_adapters.get(key)
+            if old_demand is None or old_demand is demand:
+                continue
+            if not _same_demand(old_demand, demand, old_pods, pod_specs, same_sets):
+                return False
+            replaced.append(demand)
         # The observed placement must be the last answer less what is gone.
         expected = self._nonempty
         removed_pod_set = set(removed_pods)
@@ -396,6 +494,16 @@ class Scheduler:
         if observed != expected:
             return False
         # Apply.
+        selectors_changed = False
+        for demand in replaced:
+            adapter = self._adapters[demand.key]
+            adapter.demand = demand
+            if adapter.eligible is not demand.eligible_pods:
+                adapter.eligible = demand.eligible_pods
+                selectors_changed = True
+        if selectors_changed:
+            for group in self._groups.values():
+                group.forget_selectors()
         for key in sorted(removed_adapters):
             adapter = self._adapters.pop(key)
             self._fill.pop(key, None)
@@ -404,7 +512,7 @@ class Scheduler:
             for pod in list(adapter.pods.values()):
                 detach(adapter, pod)
                 reindex(pod)
-                self._events.append((pod, adapter.prio))
+                self._event(pod, adapter.prio)
         for pod_key in removed_pods:
             pod = self._pods.pop(pod_key)
             for adapter in list(pod.hosted.values()):
@@ -420,7 +528,7 @@ class Scheduler:
             group.add_pod(pod, live=True)
             self._pods[spec.key] = pod
             self._base_model_pods[spec.base_model] += 1
-            self._events.append((pod, _ADDED))
+            self._event(pod, _ADDED)
         for key in sorted(added_adapters):
             demand = adapter_specs[key]
             adapter = AdapterState(demand, self._groups.get(demand.base_model))
@@ -454,24 +562,176 @@ class Scheduler:
             heap.append((-adapter.prio, round_, -adapter.mem, adapter.key, self._seq, adapter))
         heapq.heapify(heap)
         self._drain()
-        if self._evicted:
-            # An eviction may have freed more than its evictor took: policy None gets another look.
-            for key in self._short | self._fill.keys():
-                adapter = adapters[key]
-                if not adapter.evicts:
-                    self._push(adapter)
-            self._drain()
-        # Certificates for the next run: every short adapter failed against this final state.
+        self._settle()
         self._short = {k for k in self._short if adapters[k].short}
+        while self._repair_pass():
+            # Repairs moved room around: place what fits now (certificates keep this cheap), then
+            # look for repairs again. Each round places more, priority first, so this ends.
+            self._evicted = False
+            for key in self._short | self._fill.keys():
+                self._push(adapters[key])
+            self._drain()
+            self._settle()
+            self._short = {k for k in self._short if adapters[k].short}
+        # Certificates for the next run: every short adapter failed against this final state.
         for adapter in self._marked_cert:
             adapter.cert_at = None
         self._marked_cert = []
+        for adapter in self._marked_repair:
+            adapter.repair_at = None
+        self._marked_repair = []
         for key in initially_short:
             adapters[key].cert_at = None
+            adapters[key].repair_at = None
         for key in self._short:
             adapters[key].cert_at = 0
+            adapters[key].repair_at = 0
         for adapter in self._fill.values():
             adapter.cert_at = 0
+
+    def _settle(self) -> None:
+        """After evictions, give adapters with policy None another look: an eviction may have
+        freed more than its evictor took."""
+        if not self._evicted:
+            return
+        for key in self._short | self._fill.keys():
+            adapter = self._adapters[key]
+            if not adapter.evicts:
+                self._push(adapter)
+        self._drain()
+
+    def _event(self, pod: PodState, left: int, *, gain: bool = True) -> None:
+        """Record that a replica of priority `left` left `pod` (`_ADDED`: the pod is new).
+
+        `gain` is False for a repair, which leaves no more free room on the pod than before (the
+        replica that arrived is at least as large as the one that left).
+        """
+        self._events.append((pod, left))
+        if gain:
+            pod.group.last_gain = len(self._events)
+
+    # ----------------------------------------------------------------------------------------
+    # Repairing: one move to place a replica that fits nowhere
+
+    def _repair_pass(self) -> bool:
+        """Try a one-move repair for every missing replica, highest priority first."""
+        adapters = self._adapters
+        order = sorted(
+            (adapters[k] for k in self._short),
+            key=lambda a: (-a.prio, _LAST_ROUND if a.fill else len(a.pods), -a.mem, a.key),
+        )
+        repaired = False
+        stuck: set[AdapterKey] = set()
+        for adapter in order:
+            while adapter.short and self._repair(adapter, stuck):
+                repaired = True
+                stuck = set()
+        return repaired
+
+    def _repair(self, adapter: AdapterState, stuck: set[AdapterKey]) -> bool:
+        """Place one replica of `adapter` on a pod P it may use by moving one replica R from P to
+        another pod Q that has room for R. `stuck` holds adapters known to fit on no other pod
+        (valid until something moves)."""
+        group = adapter.group
+        if group is None:
+            return False
+        at = adapter.repair_at
+        if at is not None and group.last_gain <= at and not self._swapped_near(adapter, at):
+            return False  # failed against a state that only lost room since
+        move = self._find_move(adapter, group, stuck)
+        if move is None:
+            if adapter.repair_at is None:
+                self._marked_repair.append(adapter)
+            adapter.repair_at = len(self._events)
+            return False
+        pod, mover = move
+        detach(mover, pod)
+        attach(adapter, pod)
+        reindex(pod)
+        target = self._find(mover)
+        assert target is not None, "the room found for the moved replica is still there"
+        attach(mover, target)
+        reindex(target)
+        self._event(pod, mover.prio, gain=False)
+        self._changed.add(adapter.key)
+        self._changed.add(mover.key)
+        self._moves.append(Move(adapter=mover.key, from_pod=pod.key, to_pod=target.key,
+                                by=adapter.key))
+        return True
+
+    def _swapped_near(self, adapter: AdapterState, start: int) -> bool:
+        """Did a repair since event `start` change a pod `adapter` may use?
+
+        Without room gained anywhere, only such a pod can offer a new repair: a repair leaves its
+        target pod with less room and its source pod with no more, but other replicas on it.
+        """
+        group = adapter.group
+        for pod, _ in self._events[start:]:
+            if (
+                pod.group is group and pod.ready and pod.max_rank >= adapter.rank
+                and pod.key not in adapter.pods and adapter.may_use(pod)
+            ):
+                return True
+        return False
+
+    def _find_move(
+        self, adapter: AdapterState, group: GroupState, stuck: set[AdapterKey]
+    ) -> tuple[PodState, AdapterState] | None:
+        """The pod P and the replica R on it for a one-move repair, or None.
+
+        R is never larger than the adapter, so a repair never leaves more free memory on P than
+        before (room only shrinks, as during the greedy pass). P is chosen as a placement would be
+        (zone, node, lowest max-lora-rank, the strategy's choice of free memory); on P, the
+        smallest R that frees enough and fits on another pod, then the lowest priority, then key.
+        """
+        room = group.max_listed_free()  # no moved replica can be larger than this
+        mem = adapter.mem
+        limit = min(room, mem)
+        if limit < 0:
+            return None
+        threshold = mem - limit
+        hosted = adapter.pods
+        eligible = adapter.eligible
+        rank = adapter.rank
+        candidates: list[PodState] = []
+        for klass in group.classes_for(rank):
+            entries = klass.entries
+            for i in range(bisect_left(entries, (threshold,)), len(entries)):
+                pod = entries[i][3]
+                if pod.key not in hosted and (eligible is None or pod.key in eligible):
+                    candidates.append(pod)
+        full: list[FullEntry] = group.full
+        for i in range(bisect_left(full, (threshold,)), len(full)):
+            pod = full[i][2]
+            if (
+                pod.free_slots == 0 and pod.max_rank >= rank and pod.key not in hosted
+                and (eligible is None or pod.key in eligible)
+            ):
+                candidates.append(pod)
+        if not candidates:
+            return None
+        spread = self._spread
+
+        def preference(pod: PodState) -> tuple[int, int, int, PodKey]:
+            return (
+                _tier(adapter, pod), pod.max_rank, -pod.free_mem if spread else pod.free_mem,
+                pod.key,
+            )
+
+        candidates.sort(key=preference)
+        for pod in candidates:
+            need = mem - pod.free_mem
+            movers = sorted(
+                (r for r in pod.hosted.values()
+                 if need <= r.mem <= limit and r.key not in stuck),
+                key=lambda r: (r.mem, r.prio, r.key),
+            )
+            for mover in movers:
+                if self._find(mover) is None:
+                    stuck.add(mover.key)
+                    continue
+                return pod, mover
+        return None
 
     def _drain(self) -> None:
         heap = self._heap
@@ -505,6 +765,7 @@ class Scheduler:
             if (
                 left >= floor and pod.group is group and pod.ready and pod.max_rank >= adapter.rank
                 and pod.key not in adapter.pods and group.pods.get(pod.key) is pod
+                and adapter.may_use(pod)
             ):
                 seen[pod.key] = pod
         return [seen[k] for k in sorted(seen)]
@@ -536,7 +797,7 @@ class Scheduler:
         if group is None:
             return
         if adapter.cert_at is None:
-            candidates = group.ready_pods(adapter.rank)
+            candidates = group.usable_pods(adapter.rank, adapter.eligible)
         else:
             candidates = self._helped_pods(adapter)
         mem = adapter.mem
@@ -567,6 +828,16 @@ class Scheduler:
         hosted = adapter.pods
         zones = adapter.zones
         nodes = adapter.nodes
+        eligible = adapter.eligible
+        budget = 0
+        usable: list[PodState] = []
+        if eligible is not None:
+            # Class lists hold every pod of the class; skip the ones the adapter may not use, but
+            # never more of them than it may use: then looking at each of those is cheaper.
+            usable = group.usable_pods(adapter.rank, eligible)
+            if len(usable) <= _DIRECT_SCAN:
+                return _best_among(adapter, usable, spread)
+            budget = len(usable)
         classes: list[PodClass] = group.classes_for(adapter.rank)
         best: tuple[int, Entry] | None = None
         # Tier 0: a zone (hence a node) without a replica. Within a tier, the lowest max-lora-rank
@@ -575,7 +846,14 @@ class Scheduler:
         for klass in classes:
             if klass.zone in zones:
                 continue
-            entry = _scan(klass.entries, mem, spread, hosted, nodes)
+            if eligible is None:
+                entry = _scan(klass.entries, mem, spread, hosted, nodes)
+            else:
+                entry, budget = _scan_eligible(
+                    klass.entries, mem, spread, hosted, nodes, eligible, budget
+                )
+                if budget < 0:
+                    return _best_among(adapter, usable, spread)
             if entry is not None:
                 score = (-klass.max_rank, entry) if spread else (klass.max_rank, entry)
                 if best is None or (score > best if spread else score < best):
@@ -584,7 +862,14 @@ class Scheduler:
             # Tier 1: a node without a replica; tier 2: any pod without one.
             for node_filter in (nodes, None):
                 for klass in classes:
-                    entry = _scan(klass.entries, mem, spread, hosted, node_filter)
+                    if eligible is None:
+                        entry = _scan(klass.entries, mem, spread, hosted, node_filter)
+                    else:
+                        entry, budget = _scan_eligible(
+                            klass.entries, mem, spread, hosted, node_filter, eligible, budget
+                        )
+                        if budget < 0:
+                            return _best_among(adapter, usable, spread)
                     if entry is not None:
                         score = (-klass.max_rank, entry) if spread else (klass.max_rank, entry)
                         if best is None or (score > best if spread else score < best):
@@ -621,7 +906,7 @@ class Scheduler:
         # Pods come in key order, so the first pod with a single victim of the lowest priority
         # there is, in a zone without a replica, cannot be beaten: stop there.
         unbeatable = min(group.prio_count)
-        for pod in group.ready_pods(adapter.rank):
+        for pod in group.usable_pods(adapter.rank, adapter.eligible):
             if pod.key in hosted:
                 continue
             need_mem = mem_needed - pod.free_mem
@@ -663,7 +948,7 @@ class Scheduler:
     def _evict(self, victims: list[AdapterState], pod: PodState, by: AdapterState) -> None:
         for victim in victims:
             detach(victim, pod)
-            self._events.append((pod, victim.prio))
+            self._event(pod, victim.prio)
             self._changed.add(victim.key)
             if not victim.preempted:
                 self._marked.append(victim)
@@ -714,7 +999,8 @@ class Scheduler:
                 reasons=reasons_for(adapter, missing, generic),
             )
         return Schedule(
-            placement=dict(placement), unplaced=unplaced, preemptions=tuple(self._preemptions)
+            placement=dict(placement), unplaced=unplaced, preemptions=tuple(self._preemptions),
+            moves=tuple(self._moves),
         )
 
 

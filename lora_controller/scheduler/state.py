@@ -25,14 +25,17 @@ Entry = tuple[int, int, PodKey, "PodState"]
 """A class list entry: (free memory, free slots, pod key, pod). Keys are unique, so the pod itself is
 never compared."""
 
+FullEntry = tuple[int, PodKey, "PodState"]
+"""An entry of a group's list of Ready pods without a free slot: (free memory, pod key, pod)."""
+
 
 class PodState:
     """One pod and what is placed on it now."""
 
     __slots__ = (
-        "base_model", "capacity_total", "entry", "free_mem", "free_slots", "group", "hosted",
-        "key", "klass", "max_rank", "node", "prio_count", "prio_max", "prio_mem", "ready", "spec",
-        "zone",
+        "base_model", "capacity_total", "entry", "free_mem", "free_slots", "full_entry", "group",
+        "hosted", "key", "klass", "max_rank", "node", "prio_count", "prio_max", "prio_mem", "ready",
+        "spec", "zone",
     )
 
     def __init__(self, spec: PodCapacity, group: GroupState) -> None:
@@ -58,6 +61,7 @@ class PodState:
         self.prio_count: dict[int, int] = {}
         self.prio_max: dict[int, int] = {}
         self.entry: Entry | None = None
+        self.full_entry: FullEntry | None = None
         self.klass: PodClass | None = None
 
     @property
@@ -84,13 +88,20 @@ class GroupState:
     """All pods of one base model."""
 
     __slots__ = (
-        "_by_rank", "_classes_by_rank", "base_model", "capacities", "classes", "pods", "prio_count",
+        "_by_rank", "_by_selector", "_classes_by_rank", "base_model", "capacities", "classes", "full",
+        "last_gain", "pods", "prio_count",
     )
 
     def __init__(self, base_model: str) -> None:
         self.base_model = base_model
         self.pods: dict[PodKey, PodState] = {}
         self.classes: dict[tuple[str, int], PodClass] = {}
+        # Ready pods without a free slot, by free memory (where a one-move repair may make room).
+        self.full: list[FullEntry] = []
+        # One past the index of the run's last event that gave a pod of this group more room.
+        self.last_gain = 0
+        # Per (rank, id of an eligible set): that set, and the Ready pods it admits (see usable_pods).
+        self._by_selector: dict[tuple[int, int], tuple[frozenset[PodKey], list[PodState]]] = {}
         # Replicas placed on Ready pods, per priority: tells at once whether preemption can help.
         self.prio_count: dict[int, int] = {}
         self._by_rank: dict[int, list[PodState]] = {}
@@ -101,9 +112,7 @@ class GroupState:
     def add_pod(self, pod: PodState, *, live: bool) -> None:
         """Add a pod; `live` also indexes it (otherwise `build_index` does, once for all)."""
         self.pods[pod.key] = pod
-        self._by_rank.clear()
-        self._classes_by_rank.clear()
-        self.capacities.clear()
+        self.forget_views()
         if pod.ready:
             klass = self.classes.get((pod.zone, pod.max_rank))
             if klass is None:
@@ -117,8 +126,20 @@ class GroupState:
         if pod.entry is not None and pod.klass is not None:
             _remove_entry(pod.klass.entries, pod.entry)
             pod.entry = None
+        if pod.full_entry is not None:
+            _remove_full(self.full, pod.full_entry)
+            pod.full_entry = None
         del self.pods[pod.key]
+        self.forget_views()
+
+    def forget_selectors(self) -> None:
+        """Drop the cached pod lists of eligible sets (they changed)."""
+        self._by_selector.clear()
+
+    def forget_views(self) -> None:
+        """Drop the cached pod lists (after the set of pods changed, or to release eligible sets)."""
         self._by_rank.clear()
+        self._by_selector.clear()
         self._classes_by_rank.clear()
         self.capacities.clear()
 
@@ -126,13 +147,20 @@ class GroupState:
         """Fill every class list from scratch."""
         for klass in self.classes.values():
             klass.entries = []
+        self.full = []
         for pod in self.pods.values():
             pod.entry = None
-            if pod.klass is not None and pod.free_slots > 0:
-                pod.entry = (pod.free_mem, pod.free_slots, pod.key, pod)
-                pod.klass.entries.append(pod.entry)
+            pod.full_entry = None
+            if pod.klass is not None:
+                if pod.free_slots > 0:
+                    pod.entry = (pod.free_mem, pod.free_slots, pod.key, pod)
+                    pod.klass.entries.append(pod.entry)
+                else:
+                    pod.full_entry = (pod.free_mem, pod.key, pod)
+                    self.full.append(pod.full_entry)
         for klass in self.classes.values():
             klass.entries.sort()
+        self.full.sort()
 
     def ready_pods(self, rank: int) -> list[PodState]:
         """Ready pods whose max-lora-rank admits `rank`, sorted by key."""
@@ -144,6 +172,38 @@ class GroupState:
             )
             self._by_rank[rank] = pods
         return pods
+
+    def usable_pods(self, rank: int, eligible: frozenset[PodKey] | None) -> list[PodState]:
+        """Ready pods that admit `rank` and are in `eligible` (None: all), sorted by key.
+
+        Cached per set object: the reconciler passes one set for all adapters of a CR.
+        """
+        pods = self.ready_pods(rank)
+        if eligible is None:
+            return pods
+        cached = self._by_selector.get((rank, id(eligible)))
+        if cached is not None and cached[0] is eligible:
+            return cached[1]
+        if len(eligible) < len(pods):
+            by_key = self.pods
+            chosen = sorted(
+                (p for p in (by_key.get(k) for k in eligible) if p is not None
+                 and p.ready and p.max_rank >= rank),
+                key=lambda p: p.key,
+            )
+        else:
+            chosen = [p for p in pods if p.key in eligible]
+        # The set is kept alive with the list, so its id cannot be reused while cached.
+        self._by_selector[(rank, id(eligible))] = (eligible, chosen)
+        return chosen
+
+    def max_listed_free(self) -> int:
+        """The most free memory of a Ready pod with a free slot (-1 if there is none)."""
+        best = -1
+        for klass in self.classes.values():
+            if klass.entries and klass.entries[-1][0] > best:
+                best = klass.entries[-1][0]
+        return best
 
     def classes_for(self, rank: int) -> list[PodClass]:
         """Classes whose max-lora-rank admits `rank`, in a fixed order."""
@@ -166,6 +226,7 @@ class AdapterState:
     __slots__ = (
         "cert_at",
         "demand",
+        "eligible",
         "evicts",
         "fill",
         "group",
@@ -176,6 +237,7 @@ class AdapterState:
         "preempted",
         "prio",
         "rank",
+        "repair_at",
         "wanted",
         "zones",
     )
@@ -190,12 +252,15 @@ class AdapterState:
         self.evicts = demand.preemption_policy is PreemptionPolicy.LOWER_PRIORITY
         self.fill = demand.replicas is None
         self.wanted = demand.replicas if demand.replicas is not None else 0
+        self.eligible = demand.eligible_pods
         self.pods: dict[PodKey, PodState] = {}
         self.nodes: dict[str, int] = {}
         self.zones: dict[str, int] = {}
         # Index into the run's event log from which a failed search must be redone; None: never
         # failed (or placed since). See Scheduler for why this is sound.
         self.cert_at: int | None = None
+        # The same for a failed one-move repair: redone only after an event in the group.
+        self.repair_at: int | None = None
         self.preempted: list[tuple[PodKey, AdapterKey, int]] = []
 
     @property
@@ -204,6 +269,10 @@ class AdapterState:
         if self.fill:
             return not self.pods
         return len(self.pods) < self.wanted
+
+    def may_use(self, pod: PodState) -> bool:
+        """Is `pod` in this adapter's eligible set (its podSelector)?"""
+        return self.eligible is None or pod.key in self.eligible
 
     def __repr__(self) -> str:
         return f"AdapterState({self.key}, pods={sorted(self.pods)})"
@@ -214,8 +283,13 @@ def _remove_entry(entries: list[Entry], entry: Entry) -> None:
     del entries[i]
 
 
+def _remove_full(entries: list[FullEntry], entry: FullEntry) -> None:
+    i = bisect_left(entries, entry)
+    del entries[i]
+
+
 def reindex(pod: PodState) -> None:
-    """Move a pod to its place in its class list after its free room changed."""
+    """Move a pod to its place in its class list (or the full list) after its free room changed."""
     klass = pod.klass
     if klass is None:
         return
@@ -225,6 +299,15 @@ def reindex(pod: PodState) -> None:
     if pod.free_slots > 0:
         pod.entry = (pod.free_mem, pod.free_slots, pod.key, pod)
         insort(klass.entries, pod.entry)
+        if pod.full_entry is not None:
+            _remove_full(pod.group.full, pod.full_entry)
+            pod.full_entry = None
+    elif pod.full_entry is None or pod.full_entry[0] != pod.free_mem:
+        full = pod.group.full
+        if pod.full_entry is not None:
+            _remove_full(full, pod.full_entry)
+        pod.full_entry = (pod.free_mem, pod.key, pod)
+        insort(full, pod.full_entry)
 
 
 def attach(adapter: AdapterState, pod: PodState) -> None:
