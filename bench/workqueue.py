@@ -13,7 +13,7 @@ Not a test: it prints figures. Scenarios, each on a fresh queue:
 
 Prints one JSON object as its last line.
 
-    python bench/queue.py [--keys 100000] [--workers 4]
+    python bench/workqueue.py [--keys 100000] [--workers 4]
 """
 
 from __future__ import annotations
