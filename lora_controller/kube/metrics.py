@@ -7,8 +7,9 @@ controller because the names, labels, help texts and buckets are the upstream on
 
 Every metric is a module-level object registered once in prometheus_client's default registry;
 a queue or a controller only picks its label values (`name`, `controller`). Creating many queues,
-as tests do, therefore never registers a time series twice. The queue keeps label children bound
-once at construction so that a metric update on the hot path is one locked addition.
+as tests do, therefore never registers a time series twice. Updates stay cheap on the hot path:
+label children are bound once, and gauges that describe a state (depth, work in progress, active
+workers) are read from that state when scraped rather than moved on every key.
 """
 
 from __future__ import annotations
@@ -187,13 +188,20 @@ class QueueMetrics:
         self.unfinished_work = WORKQUEUE_UNFINISHED_WORK.labels(name)
         self.longest_running = WORKQUEUE_LONGEST_RUNNING_PROCESSOR.labels(name)
         self.retries = WORKQUEUE_RETRIES.labels(name)
-        # A new queue under a name replaces any earlier one (a controller restarted after a lost
-        # lease): its depth starts from zero rather than from what the old queue left behind.
-        self.depth.set(0)
 
-    def observe_unfinished_work(
-        self, *, unfinished: Callable[[], float], longest: Callable[[], float]
+    def observe_queue(
+        self,
+        *,
+        depth: Callable[[], float],
+        unfinished: Callable[[], float],
+        longest: Callable[[], float],
     ) -> None:
-        """Compute the two in-progress gauges when scraped, instead of on a ticker as client-go does."""
+        """Read the three gauges from the queue when scraped, costing nothing per key.
+
+        client-go moves `depth` on every add and get and refreshes the other two on a ticker;
+        reading them at scrape time gives the same values, always current. A new queue under a
+        name replaces an earlier one (a controller restarted after a lost lease).
+        """
+        self.depth.set_function(depth)
         self.unfinished_work.set_function(unfinished)
         self.longest_running.set_function(longest)

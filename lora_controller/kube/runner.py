@@ -18,6 +18,7 @@ Metrics are controller-runtime's `controller_runtime_*` series, labelled `contro
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -101,6 +102,7 @@ class Controller(Generic[K]):
         self._terminal_errors = metrics.TERMINAL_RECONCILE_ERRORS.labels(name)
         self._timeouts = metrics.RECONCILE_TIMEOUTS.labels(name)
         self._time = metrics.RECONCILE_TIME.labels(name)
+        self._busy = 0  # workers inside a reconcile, read by the active-workers gauge
         self._active = metrics.CONTROLLER_ACTIVE_WORKERS.labels(name)
         self._max_workers = metrics.CONTROLLER_MAX_CONCURRENT_RECONCILES.labels(name)
 
@@ -131,7 +133,8 @@ class Controller(Generic[K]):
             raise RuntimeError(f"controller {self.name!r} was started more than once")
         self._started = True
         self._max_workers.set(self.workers)
-        self._active.set(0)
+        ref = weakref.ref(self)
+        self._active.set_function(lambda: _busy(ref))
         for result in self._total.values():
             result.inc(0)
         loop = asyncio.get_running_loop()
@@ -183,29 +186,33 @@ class Controller(Generic[K]):
                 key = await queue.get()
             except QueueShutDown:
                 return
-            self._active.inc()
+            self._busy += 1
             try:
                 await self._handle(key)
             finally:
-                self._active.dec()
+                self._busy -= 1
                 queue.done(key)
+
+    async def _reconcile_with_deadline(self, key: K, timeout: float) -> Result | None:
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await self._reconcile(key)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the reconcile's own timeout, not ours
+            self._timeouts.inc()
+            raise TimeoutError(f"reconcile did not finish within {timeout} s") from None
 
     async def _handle(self, key: K) -> None:
         """Reconcile one key and requeue it as its outcome asks (controller-runtime's handler)."""
         queue = self.queue
         started = self._clock.monotonic()
-        deadline = asyncio.timeout(self.reconcile_timeout)
         try:
-            try:
-                async with deadline:
-                    result = await self._reconcile(key)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise  # the reconcile's own timeout, not ours
-                self._timeouts.inc()
-                raise TimeoutError(
-                    f"reconcile did not finish within {self.reconcile_timeout} s"
-                ) from None
+            if self.reconcile_timeout is None:
+                result = await self._reconcile(key)
+            else:
+                result = await self._reconcile_with_deadline(key, self.reconcile_timeout)
             if result is not None and not isinstance(result, Result):
                 raise TypeError(f"reconcile returned {type(result).__name__}, not Result or None")
         except TerminalError as exc:
@@ -239,3 +246,8 @@ class Controller(Generic[K]):
         else:
             queue.forget(key)
             self._total[_SUCCESS].inc()
+
+
+def _busy(ref: weakref.ref[Controller[Any]]) -> float:
+    controller = ref()
+    return 0.0 if controller is None else float(controller._busy)

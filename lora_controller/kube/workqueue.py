@@ -62,8 +62,10 @@ class WorkQueue(Generic[K]):
         if name:
             self._metrics = QueueMetrics(name)
             ref = weakref.ref(self)
-            self._metrics.observe_unfinished_work(
-                unfinished=lambda: _unfinished(ref), longest=lambda: _longest(ref)
+            self._metrics.observe_queue(
+                depth=lambda: _depth(ref),
+                unfinished=lambda: _unfinished(ref),
+                longest=lambda: _longest(ref),
             )
 
     # -- state ------------------------------------------------------------------------------
@@ -98,7 +100,6 @@ class WorkQueue(Generic[K]):
         m = self._metrics
         if m is not None:
             m.adds.inc()
-            m.depth.inc()
             if key not in self._add_times:
                 self._add_times[key] = self._clock.monotonic()
         if key in self._processing:
@@ -135,7 +136,6 @@ class WorkQueue(Generic[K]):
         m = self._metrics
         if m is not None:
             now = self._clock.monotonic()
-            m.depth.dec()
             self._start_times[key] = now
             added = self._add_times.pop(key, None)
             if added is not None:
@@ -209,6 +209,12 @@ class WorkQueue(Generic[K]):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _depth(ref: weakref.ref[WorkQueue[K]]) -> float:
+    """Keys waiting to be processed, counting those re-added while in processing (client-go's)."""
+    queue = ref()
+    return 0.0 if queue is None else float(len(queue._dirty))
 
 
 def _unfinished(ref: weakref.ref[WorkQueue[K]]) -> float:
