@@ -641,7 +641,22 @@ OPS = st.lists(
 def test_no_key_is_held_twice_and_no_added_key_is_lost(
     ops: list[tuple[object, ...]], workers: int, work: list[int], readd: list[bool]
 ) -> None:
-    asyncio.run(_interleave(ops, workers, work, readd))
+    # A loop of its own that is never made the thread's current loop: the suite's shared loop
+    # (pytest-asyncio's) is left exactly as it was.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_interleave(ops, workers, work, readd))
+    finally:
+        loop.run_until_complete(_cancel_leftovers())
+        loop.close()
+
+
+async def _cancel_leftovers() -> None:
+    current = asyncio.current_task()
+    leftovers = [t for t in asyncio.all_tasks() if t is not current]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 async def _interleave(
