@@ -78,6 +78,9 @@ def _query(request: web.Request, name: str, pattern: re.Pattern[str] | None = No
     value = values[0]
     if not value or len(value) > MAX_QUERY:
         raise ApiProblem(400, "InvalidQuery", f"query parameter {name} must be 1-{MAX_QUERY} characters")
+    if any(ch == "\ufffd" or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ApiProblem(400, "InvalidQuery",
+                         f"query parameter {name} must be UTF-8 text without control characters")
     if pattern is not None and not pattern.match(value):
         raise ApiProblem(400, "InvalidQuery", f"query parameter {name}={value[:80]!r} is not valid")
     return value
