@@ -68,8 +68,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 The rules for LoraAdapters, Pods, Secrets and Events: exactly what the controller calls.
 - loraadapters: list+watch (informers), patch (a JSON patch adds/removes its finalizer);
 - loraadapters/status: patch (server-side apply of the status);
-- pods: list+watch (one informer per podSelector, by label selector);
-- secrets: list+watch (one informer per credentialsSecretRef, fieldSelector metadata.name=NAME);
+- pods: list+watch (one informer per namespace, by the labels its podSelectors share);
+- secrets: list+watch (one informer per namespace where a LoraAdapter has a credentialsSecretRef);
 - events.k8s.io events: create, patch (a repeated event's series count).
 */}}
 {{- define "lora-controller.watchRules" -}}
@@ -85,9 +85,6 @@ The rules for LoraAdapters, Pods, Secrets and Events: exactly what the controlle
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["list", "watch"]
-  {{- with .Values.rbac.secretNames }}
-  resourceNames: {{ toJson . }}
-  {{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
