@@ -31,6 +31,7 @@ on the same input (a property test checks it).
 from __future__ import annotations
 
 import heapq
+import operator
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -161,10 +162,7 @@ def _best_among(adapter: AdapterState, pods: list[PodState], spread: bool) -> Po
         entry = pod.entry
         if entry is None or entry[0] < mem or pod.key in hosted:
             continue
-        if pod.node in nodes:
-            tier = 2
-        else:
-            tier = 0 if pod.zone not in zones else 1
+        tier = 2 if pod.node in nodes else 0 if pod.zone not in zones else 1
         if spread:
             score = (-tier, -pod.max_rank, entry)
             if best is None or score > best:
@@ -460,14 +458,18 @@ class Scheduler:
         removed_adapters = old_adapters.keys() - adapter_specs.keys()
         added_adapters = adapter_specs.keys() - old_adapters.keys()
         replaced: list[AdapterDemand] = []
-        same_sets: dict[tuple[int, int], bool] = {}
-        for key, demand in adapter_specs.items():
-            old_demand = old_adapters.get(key)
-            if old_demand is None or old_demand is demand:
-                continue
-            if not _same_demand(old_demand, demand, old_pods, pod_specs, same_sets):
-                return False
-            replaced.append(demand)
+        if len(adapter_specs) != len(old_adapters) or not all(
+            map(operator.is_, adapter_specs.values(), old_adapters.values())
+        ):
+            # (The same demand objects in the same order need no look: keys are demand keys.)
+            same_sets: dict[tuple[int, int], bool] = {}
+            for key, demand in adapter_specs.items():
+                old_demand = old_adapters.get(key)
+                if old_demand is None or old_demand is demand:
+                    continue
+                if not _same_demand(old_demand, demand, old_pods, pod_specs, same_sets):
+                    return False
+                replaced.append(demand)
         # The observed placement must be the last answer less what is gone.
         expected = self._nonempty
         removed_pod_set = set(removed_pods)
@@ -693,33 +695,33 @@ class Scheduler:
         hosted = adapter.pods
         eligible = adapter.eligible
         rank = adapter.rank
-        candidates: list[PodState] = []
+        zones = adapter.zones
+        nodes = adapter.nodes
+        sign = -1 if self._spread else 1
+        # Pods with at least `threshold` free: those with a free slot (class lists), then those
+        # without (the full list). A pod qualifies if its largest replica could free enough.
+        pods: list[PodState] = []
         for klass in group.classes_for(rank):
             entries = klass.entries
-            for i in range(bisect_left(entries, (threshold,)), len(entries)):
-                pod = entries[i][3]
-                if pod.key not in hosted and (eligible is None or pod.key in eligible):
-                    candidates.append(pod)
+            pods.extend(entries[i][3] for i in range(bisect_left(entries, (threshold,)), len(entries)))
         full: list[FullEntry] = group.full
-        for i in range(bisect_left(full, (threshold,)), len(full)):
-            pod = full[i][2]
+        pods.extend(
+            full[i][2] for i in range(bisect_left(full, (threshold,)), len(full))
+            if full[i][2].free_slots == 0 and full[i][2].max_rank >= rank
+        )
+        ranked: list[tuple[int, int, int, PodKey, PodState]] = []
+        for pod in pods:
+            key = pod.key
             if (
-                pod.free_slots == 0 and pod.max_rank >= rank and pod.key not in hosted
-                and (eligible is None or pod.key in eligible)
+                key in hosted or (eligible is not None and key not in eligible)
+                or not pod.prio_max or max(pod.prio_max.values()) < mem - pod.free_mem
             ):
-                candidates.append(pod)
-        if not candidates:
-            return None
-        spread = self._spread
-
-        def preference(pod: PodState) -> tuple[int, int, int, PodKey]:
-            return (
-                _tier(adapter, pod), pod.max_rank, -pod.free_mem if spread else pod.free_mem,
-                pod.key,
-            )
-
-        candidates.sort(key=preference)
-        for pod in candidates:
+                continue
+            tier = 2 if pod.node in nodes else 0 if pod.zone not in zones else 1
+            ranked.append((tier, pod.max_rank, sign * pod.free_mem, key, pod))
+        heapq.heapify(ranked)
+        while ranked:
+            pod = heapq.heappop(ranked)[-1]
             need = mem - pod.free_mem
             movers = sorted(
                 (r for r in pod.hosted.values()

@@ -6,13 +6,14 @@ internal state, so a property test that uses it cannot pass by sharing the sched
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from hypothesis import strategies as st
 
 from lora_controller.scheduler import (
     AdapterDemand,
     AdapterKey,
+    Move,
     PodCapacity,
     PodKey,
     PreemptionPolicy,
@@ -64,6 +65,7 @@ def adapter(
     policy: PreemptionPolicy = PreemptionPolicy.LOWER_PRIORITY,
     replicas: int | None = 1,
     cr: str = "cr",
+    eligible: Iterable[str] | None = None,
 ) -> AdapterDemand:
     return AdapterDemand(
         key=key(name, cr=cr),
@@ -73,6 +75,7 @@ def adapter(
         priority=priority,
         preemption_policy=policy,
         replicas=replicas,
+        eligible_pods=None if eligible is None else frozenset(PodKey(p) for p in eligible),
     )
 
 
@@ -103,30 +106,49 @@ def pods_strategy(draw: st.DrawFn, *, min_size: int = 1, max_size: int = 8) -> l
     return out
 
 
+POD_KEYS = [PodKey(f"p{i}") for i in range(9)]
+"""Keys `pods_strategy` draws from (and one more it never draws): what eligible sets pick from."""
+
+selectors = st.one_of(st.none(), st.frozensets(st.sampled_from(POD_KEYS)))
+"""A CR's eligible pods: every pod, or a random subset (unknown keys included)."""
+
+
 @st.composite
 def adapters_strategy(draw: st.DrawFn, *, max_size: int = 14) -> list[AdapterDemand]:
     count = draw(st.integers(0, max_size))
-    return [
-        AdapterDemand(
-            key=AdapterKey("ns", draw(st.sampled_from(["c1", "c2"])), f"a{j}"),
+    # One eligible set object per CR, as the reconciler passes them.
+    eligible = {cr: draw(selectors) for cr in ("c1", "c2")}
+    out = []
+    for j in range(count):
+        cr = draw(st.sampled_from(["c1", "c2"]))
+        out.append(AdapterDemand(
+            key=AdapterKey("ns", cr, f"a{j}"),
             base_model=draw(st.sampled_from(["a", "a", "b", "c"])),
             memory_bytes=draw(st.integers(0, 8)) * 128 * MI,
             rank=draw(st.sampled_from([None, 4, 8, 16, 32, 64])),
             priority=draw(st.sampled_from([0, 0, 1, 5, 10])),
             preemption_policy=draw(st.sampled_from(list(PreemptionPolicy))),
             replicas=draw(st.sampled_from([None, 0, 1, 1, 2, 3])),
-        )
-        for j in range(count)
-    ]
+            eligible_pods=eligible[cr],
+        ))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
 # The independent checker
 
 
+def selected(a: AdapterDemand, p: PodCapacity) -> bool:
+    """Does `a`'s podSelector match `p` (None: every pod)?"""
+    return a.eligible_pods is None or p.key in a.eligible_pods
+
+
 def eligible(a: AdapterDemand, p: PodCapacity) -> bool:
     """May `a` be placed anew on `p`?"""
-    return p.ready and p.base_model == a.base_model and p.max_lora_rank >= (a.rank or 0)
+    return (
+        p.ready and p.base_model == a.base_model and p.max_lora_rank >= (a.rank or 0)
+        and selected(a, p)
+    )
 
 
 def usage(
@@ -181,6 +203,7 @@ def check(
             assert p is not None, f"{k} placed on unknown pod {pk}"
             assert p.base_model == a.base_model, f"{k} on pod {pk} of another base model"
             assert p.max_lora_rank >= (a.rank or 0), f"{k} rank above pod {pk}'s max-lora-rank"
+            assert selected(a, p), f"{k} on pod {pk}, which its podSelector does not match"
             assert pk in before or p.ready, f"{k} newly placed on not-Ready pod {pk}"
     hosted = usage(adapters, result.placement)
     for pk, items in hosted.items():
@@ -224,6 +247,27 @@ def check(
                 assert not fits(a, p, items), f"{a.key} wants every pod but skipped {p.key}"
                 if a.preemption_policy is PreemptionPolicy.LOWER_PRIORITY:
                     assert not fits_by_evicting_lower(a, p, items)
+    # One-move repair: no missing replica could get a pod by moving one replica R (never larger
+    # than it) from a pod P it may use to another pod Q with room for R.
+    for k in result.unplaced:
+        a = by_key[k]
+        for p in pods:
+            if not eligible(a, p) or p.key in result.placement[k]:
+                continue
+            items = hosted.get(p.key, [])
+            for r in items:
+                if r.memory_bytes > a.memory_bytes:
+                    continue
+                if not fits(a, p, [h for h in items if h is not r]):
+                    continue
+                for q in pods:
+                    if q.key != p.key and eligible(r, q) and q.key not in result.placement[r.key]:
+                        assert not fits(r, q, hosted.get(q.key, [])), (
+                            f"{k} left short although moving {r.key} from {p.key} to {q.key} "
+                            f"would make room"
+                        )
+    for m in result.moves:
+        check_move(m, by_key, by_pod)
     # Preemptions: by LowerPriority adapters of strictly higher priority, which then hold the pod.
     for e in result.preemptions:
         victim, by = by_key[e.victim], by_key[e.by]
@@ -232,3 +276,14 @@ def check(
         assert (e.victim_priority, e.by_priority) == (victim.priority, by.priority)
         assert e.pod in result.placement[e.by], f"{e}: evictor not on the pod"
         assert e.pod not in result.placement[e.victim], f"{e}: victim still on the pod"
+
+
+def check_move(m: Move, by_key: Mapping[AdapterKey, AdapterDemand],
+               by_pod: Mapping[PodKey, PodCapacity]) -> None:
+    """A repair move goes between two Ready pods of the base model that both adapters may use."""
+    moved, by = by_key[m.adapter], by_key[m.by]
+    source, target = by_pod[m.from_pod], by_pod[m.to_pod]
+    assert m.from_pod != m.to_pod and m.adapter != m.by, f"{m}: not a move"
+    assert eligible(by, source), f"{m}: {m.by} may not use {m.from_pod}"
+    assert eligible(moved, target), f"{m}: {m.adapter} may not use {m.to_pod}"
+    assert moved.memory_bytes <= by.memory_bytes, f"{m}: moved a larger adapter"

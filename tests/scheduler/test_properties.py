@@ -21,7 +21,15 @@ from lora_controller.scheduler import (
     Scheduler,
     schedule,
 )
-from tests.scheduler.cluster import adapters_strategy, check, eligible, fits, pods_strategy, usage
+from tests.scheduler.cluster import (
+    adapters_strategy,
+    check,
+    eligible,
+    fits,
+    pods_strategy,
+    selectors,
+    usage,
+)
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -80,6 +88,7 @@ def test_idempotent(cluster: tuple[list[AdapterDemand], list[PodCapacity]], rnd:
     second = schedule(adapters, pods, first.placement)
     assert second.placement == first.placement
     assert second.preemptions == ()
+    assert second.moves == ()
     assert {k: (s.wanted, s.placed, s.missing) for k, s in second.unplaced.items()} == {
         k: (s.wanted, s.placed, s.missing) for k, s in first.unplaced.items()
     }
@@ -96,9 +105,18 @@ def test_valid_placements_stay(cluster: tuple[list[AdapterDemand], list[PodCapac
     result = schedule(adapters, pods, current)
     check(adapters, pods, result, current)
     evicted = {(e.victim, e.pod) for e in result.preemptions}
+    moved = {(m.adapter, m.from_pod) for m in result.moves}
     for k, before in current.items():
         for p in before:
-            assert p in result.placement[k] or (k, p) in evicted, f"{k} moved off {p}"
+            assert p in result.placement[k] or (k, p) in evicted | moved, f"{k} moved off {p}"
+    # A move only makes room for a replica that was missing: the adapter it serves had fewer
+    # replicas than it wants (none, for an every-pod adapter), or lost one to preemption.
+    by_key = {a.key: a for a in adapters}
+    for m in result.moves:
+        by = by_key[m.by]
+        held = len(current.get(m.by, ()))
+        missing = held == 0 if by.replicas is None else held < by.replicas
+        assert missing or any(e.victim == m.by for e in result.preemptions), f"{m}: nothing missing"
 
 
 @SETTINGS
@@ -114,17 +132,25 @@ def test_losing_a_pod_moves_only_its_adapters(
     result = schedule(adapters, remaining, observed)
     check(adapters, remaining, result, observed)
     evicted = {(e.victim, e.pod) for e in result.preemptions}
+    moved = {(m.adapter, m.from_pod) for m in result.moves}
     for k, before in first.placement.items():
         after = set(result.placement[k])
         for p in before:
             if p != lost:
-                assert p in after or (k, p) in evicted, f"{k} moved off {p} though {lost} was lost"
-        if k not in first.unplaced and lost not in before and not any(e.victim == k for e in result.preemptions):
+                assert p in after or (k, p) in evicted | moved, (
+                    f"{k} moved off {p} though {lost} was lost"
+                )
+        if (
+            k not in first.unplaced and lost not in before
+            and not any(e.victim == k for e in result.preemptions)
+            and not any(m.adapter == k for m in result.moves)
+        ):
             assert after == set(before), f"{k} changed though it was not on {lost}"
-    # Preemptions only serve replicas that the lost pod held or that were already missing.
-    for e in result.preemptions:
-        assert lost in first.placement[e.by] or e.by in first.unplaced or any(
-            e.by == other.victim for other in result.preemptions
+    # Preemptions and moves only serve replicas that the lost pod held, that were already
+    # missing, or that were preempted in this run.
+    for by in [e.by for e in result.preemptions] + [m.by for m in result.moves]:
+        assert lost in first.placement[by] or by in first.unplaced or any(
+            by == other.victim for other in result.preemptions
         )
 
 
@@ -140,13 +166,15 @@ def test_adding_a_pod_moves_nothing(
     check(adapters, [*pods, new_pod], result, first.placement)
     if not first.unplaced:
         assert result.preemptions == ()
+        assert result.moves == ()
         for k, before in first.placement.items():
             after = result.placement[k]
             assert set(before) <= set(after), f"{k} moved"
             assert set(after) - set(before) <= {"new"}
     evicted = {(e.victim, e.pod) for e in result.preemptions}
+    moved = {(m.adapter, m.from_pod) for m in result.moves}
     for k, before in first.placement.items():
-        assert all(p in result.placement[k] or (k, p) in evicted for p in before)
+        assert all(p in result.placement[k] or (k, p) in evicted | moved for p in before)
 
 
 def _fields(p: PodCapacity) -> dict[str, object]:
@@ -203,11 +231,17 @@ def test_incremental_runs_equal_full_runs(
             for p in new_pods
         ]
         pods = [*kept_pods, *[p for p in new_pods if p.key not in {q.key for q in kept_pods}]]
-        kept_adapters = [a for a in adapters if rnd.random() < 0.85]
+        # The reconciler recomputes each CR's eligible set: lost pods leave it, and an added pod
+        # joins it if the CR's podSelector matches the pod.
+        kept_adapters = _follow_pods(
+            [a for a in adapters if rnd.random() < 0.85], lost, [p.key for p in new_pods], rnd
+        )
         added = data.draw(adapters_strategy(max_size=3))
+        new_selector = data.draw(selectors)
         added = [
             AdapterDemand(**{**{n: getattr(a, n) for n in AdapterDemand.__dataclass_fields__},
-                             "key": AdapterKey("ns", "new", f"{a.key.name}-{rnd.randint(0, 10**6)}")})
+                             "key": AdapterKey("ns", "new", f"{a.key.name}-{rnd.randint(0, 10**6)}"),
+                             "eligible_pods": new_selector})
             for a in added
         ]
         adapters = kept_adapters + [a for a in added if a.key not in {b.key for b in kept_adapters}]
@@ -220,6 +254,27 @@ def test_incremental_runs_equal_full_runs(
         assert result == full, f"incremental={engine.incremental}"
         check(adapters, pods, result, observed)
         previous = result
+
+
+def _follow_pods(
+    adapters: list[AdapterDemand], lost: set[PodKey], added: list[PodKey], rnd: random.Random
+) -> list[AdapterDemand]:
+    """New demands whose eligible sets lost `lost` and, per CR, maybe gained some of `added`
+    (one new set object per CR, as the reconciler builds them)."""
+    new_sets: dict[int, frozenset[PodKey]] = {}
+    out = []
+    for a in adapters:
+        old = a.eligible_pods
+        if old is None or (not lost & old and not added):
+            out.append(a)
+            continue
+        new = new_sets.get(id(old))
+        if new is None:
+            new = new_sets[id(old)] = (old - lost) | {k for k in added if rnd.random() < 0.5}
+        out.append(AdapterDemand(
+            **{**{n: getattr(a, n) for n in AdapterDemand.__dataclass_fields__}, "eligible_pods": new}
+        ))
+    return out
 
 
 def test_policies_cover_both() -> None:

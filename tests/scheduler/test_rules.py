@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lora_controller.scheduler import (
+    AdapterDemand,
+    PodCapacity,
     PodKey,
     PreemptionPolicy,
     Scheduler,
@@ -383,3 +385,218 @@ def test_message_summarises_reasons() -> None:
     result = schedule([adapter("a", replicas=3)], [pod("p0")])
     message = result.unplaced[key("a")].message
     assert message.startswith("placed 1 of 3: 2 replicas: one replica per pod")
+
+
+# -- podSelector (eligible pods) -----------------------------------------------------------------------
+
+
+def test_only_on_pods_the_selector_matches() -> None:
+    # p0 has the most room, but the selector allows only p1 and p2.
+    pods = [pod("p0", memory=8 * GI), pod("p1"), pod("p2")]
+    adapters = [adapter("a", replicas=3, eligible=["p1", "p2"])]
+    result = schedule(adapters, pods)
+    check(adapters, pods, result)
+    assert result.placement[key("a")] == ("p1", "p2")
+    reason = result.unplaced[key("a")].reasons[0]
+    assert reason.startswith("one replica per pod, and all 2 eligible pods")
+    assert "matching its podSelector" in reason
+
+
+def test_no_pod_matches_the_selector() -> None:
+    # The selected pods exist but serve another model, or do not exist at all.
+    pods = [pod("p0"), pod("m0", base_model="mistral")]
+    adapters = [adapter("a", eligible=["m0", "gone"]), adapter("b", eligible=[])]
+    result = schedule(adapters, pods)
+    for name in ("a", "b"):
+        assert result.placement[key(name)] == ()
+        assert result.unplaced[key(name)].reasons == ("no pod matches this adapter's podSelector",)
+    # No pod of the base model at all still says so first.
+    alone = schedule([adapter("c", base_model="qwen", eligible=["p0"])], pods)
+    assert alone.unplaced[key("c")].reasons == ("no pod serves base model qwen",)
+
+
+def test_every_pod_adapter_takes_every_selected_pod() -> None:
+    pods = [pod("p0"), pod("p1"), pod("p2"), pod("p3", ready=False)]
+    adapters = [adapter("everywhere", replicas=None, eligible=["p0", "p2", "p3"])]
+    result = schedule(adapters, pods)
+    check(adapters, pods, result)
+    assert result.placement[key("everywhere")] == ("p0", "p2")
+
+
+def test_selector_reasons_count_only_selected_pods() -> None:
+    # p0 (not selected) is empty; the selected p1 has 100Mi free, p2 no free slot.
+    pods = [pod("p0", memory=8 * GI), pod("p1", memory=300 * MI), pod("p2", slots=1)]
+    adapters = [adapter("filler", memory=200 * MI, eligible=["p1"], priority=5),
+                adapter("filler2", memory=10 * MI, eligible=["p2"], priority=5),
+                adapter("a", memory=150 * MI, eligible=["p1", "p2"])]
+    result = schedule(adapters, pods)
+    check(adapters, pods, result)
+    reason = result.unplaced[key("a")].reasons[0]
+    assert "largest free memory on an eligible pod with a free adapter slot is 100Mi" in reason
+    assert "(1 more eligible pods have no free slot)" in reason
+    # Not Ready, or too low a rank, among the selected pods only.
+    pods = [pod("p0"), pod("p1", ready=False), pod("p2", rank=8)]
+    result = schedule([adapter("r", eligible=["p1"]), adapter("k", rank=16, eligible=["p2"])], pods)
+    assert result.unplaced[key("r")].reasons == (
+        "none of the 1 pods serving base model llama and matching its podSelector is Ready",)
+    assert result.unplaced[key("k")].reasons == (
+        "rank 16 exceeds the max-lora-rank of every Ready pod serving llama that matches its "
+        "podSelector (largest 8)",)
+
+
+def test_preemption_only_on_selected_pods_and_victims_keep_their_selector() -> None:
+    # vip may only use p1: it evicts low there, although p0 holds an even lower adapter.
+    # low may only use p1 too, so it does not move to p2, which has room.
+    pods = [pod("p0", slots=1), pod("p1", slots=1), pod("p2", slots=1)]
+    adapters = [adapter("lowest", priority=0, eligible=["p0"]),
+                adapter("low", priority=1, eligible=["p1"]),
+                adapter("vip", priority=10, eligible=["p1"])]
+    current = {key("lowest"): (PodKey("p0"),), key("low"): (PodKey("p1"),)}
+    result = schedule(adapters, pods, current)
+    check(adapters, pods, result, current)
+    assert [(e.victim.name, e.pod) for e in result.preemptions] == [("low", "p1")]
+    assert result.placement[key("lowest")] == ("p0",)
+    assert result.placement[key("low")] == ()
+    reason = result.unplaced[key("low")].reasons[0]
+    assert reason.startswith("preempted on pod p1 by ns/cr/vip (priority 10); ")
+    assert "every adapter slot is in use on the 1 eligible pods" in reason
+
+
+def test_placement_on_a_pod_no_longer_selected_moves() -> None:
+    pods = [pod("p0"), pod("p1")]
+    adapters = [adapter("a", eligible=["p1"])]
+    current = {key("a"): (PodKey("p0"),)}
+    result = schedule(adapters, pods, current)
+    check(adapters, pods, result, current)
+    assert result.placement[key("a")] == ("p1",)
+
+
+def test_selector_with_many_pods_uses_the_index_and_agrees_with_a_scan() -> None:
+    # More selected pods than the direct-scan threshold, interleaved with unselected roomier ones.
+    pods = [pod(f"p{i:02d}", memory=(8 if i % 2 else 1) * GI, slots=3) for i in range(60)]
+    selected = [f"p{i:02d}" for i in range(0, 60, 2)]
+    adapters = [adapter(f"a{j}", memory=(j % 7 + 1) * 50 * MI, replicas=1 + j % 3, eligible=selected)
+                for j in range(40)]
+    for strategy in Strategy:
+        result = schedule(adapters, pods, strategy=strategy)
+        check(adapters, pods, result)
+        assert all(p in selected for placed in result.placement.values() for p in placed)
+        # The same answer when the selector is given pod by pod (no shared set object).
+        split = [adapter(a.key.name, memory=a.memory_bytes, replicas=a.replicas, eligible=list(selected))
+                 for a in adapters]
+        assert schedule(split, pods, strategy=strategy) == result
+
+
+def test_incremental_path_follows_selector_sets_rebuilt_for_lost_and_added_pods() -> None:
+    # The reconciler rebuilds each CR's set when pods change; that must not force a full run.
+    pods = [pod(f"p{i}", slots=3, memory=GI) for i in range(6)]
+    group_a = frozenset(PodKey(f"p{i}") for i in range(4))
+    adapters = [adapter(f"a{j}", memory=(j % 4 + 1) * 80 * MI, replicas=2) for j in range(10)]
+    adapters = [type(a)(**{**{n: getattr(a, n) for n in a.__dataclass_fields__},
+                           "eligible_pods": group_a if j % 2 else None})
+                for j, a in enumerate(adapters)]
+    engine = Scheduler()
+    first = engine.schedule(adapters, pods)
+    remaining = [p for p in pods if p.key != "p1"] + [pod("p9", slots=3, memory=GI)]
+    group_b = (group_a - {PodKey("p1")}) | {PodKey("p9")}
+    rebuilt = [type(a)(**{**{n: getattr(a, n) for n in a.__dataclass_fields__},
+                          "eligible_pods": group_b if a.eligible_pods is not None else None})
+               for a in adapters]
+    observed = {k: tuple(p for p in v if p != "p1") for k, v in first.placement.items()}
+    again = engine.schedule(rebuilt, remaining, observed)
+    assert engine.incremental
+    assert again == schedule(rebuilt, remaining, observed)
+    check(rebuilt, remaining, again, observed)
+    # A set that changes for a pod that stays is a real change: a full run.
+    narrowed = [type(a)(**{**{n: getattr(a, n) for n in a.__dataclass_fields__},
+                           "eligible_pods": group_b - {PodKey("p0")} if a.eligible_pods else None})
+                for a in rebuilt]
+    third = engine.schedule(narrowed, remaining, again.placement)
+    assert not engine.incremental
+    assert third == schedule(narrowed, remaining, again.placement)
+
+
+# -- one-move repair -----------------------------------------------------------------------------------
+
+
+def _lead_case() -> tuple[list[AdapterDemand], list[PodCapacity]]:
+    """3 pods of 4 slots; x and y everywhere at priority 100; a, b, c want 2 each at priority 10."""
+    pods = [pod(f"p{i}", slots=4, memory=None) for i in range(3)]
+    adapters = [adapter("x", priority=100, replicas=None), adapter("y", priority=100, replicas=None)]
+    adapters += [adapter(n, priority=10, replicas=2) for n in "abc"]
+    return adapters, pods
+
+
+def test_greedy_pass_alone_would_leave_a_replica_out() -> None:
+    # The round-robin pass fills the 6 free slots so that c cannot get a second pod: its two
+    # options both hold a and b already. This is the state the repair starts from.
+    adapters, pods = _lead_case()
+    stuck = {key("x"): ("p0", "p1", "p2"), key("y"): ("p0", "p1", "p2"),
+             key("a"): ("p1", "p2"), key("b"): ("p1", "p2"), key("c"): ("p0",)}
+    check_free = {p.key: 4 - sum(p.key in v for v in stuck.values()) for p in pods}
+    assert check_free == {"p0": 1, "p1": 0, "p2": 0}
+    result = schedule(adapters, pods, stuck)
+    check(adapters, pods, result, stuck)
+    assert result.unplaced == {}
+    (move,) = result.moves
+    assert move.by == key("c") and move.to_pod == "p0"
+    assert move.from_pod in result.placement[key("c")]
+
+
+def test_repair_places_every_replica_by_moving_one() -> None:
+    adapters, pods = _lead_case()
+    result = schedule(adapters, pods)
+    check(adapters, pods, result)
+    assert result.unplaced == {}
+    assert sum(len(v) for v in result.placement.values()) == 12
+    assert all(len(result.placement[key(n)]) == 2 for n in "abc")
+    assert len(result.moves) == 1 and result.preemptions == ()
+    # Idempotent: a second run keeps everything and moves nothing.
+    again = schedule(adapters, pods, result.placement)
+    assert again.placement == result.placement and again.moves == ()
+    assert Scheduler().schedule(adapters, pods) == result
+
+
+def test_repair_makes_room_on_the_only_selected_pod() -> None:
+    # pinned may only use p0, which the others filled first (higher priority); one of them moves.
+    pods = [pod("p0", slots=2, memory=None), pod("p1", slots=2, memory=None)]
+    adapters = [adapter("free-1", priority=5), adapter("free-2", priority=5),
+                adapter("pinned", priority=1, eligible=["p0"], policy=NONE)]
+    current = {key("free-1"): (PodKey("p0"),), key("free-2"): (PodKey("p0"),)}
+    result = schedule(adapters, pods, current)
+    check(adapters, pods, result, current)
+    assert result.placement[key("pinned")] == ("p0",)
+    assert result.preemptions == ()
+    (move,) = result.moves
+    assert (move.adapter, move.from_pod, move.to_pod, move.by) == (
+        key("free-1"), "p0", "p1", key("pinned"))
+    assert result.get_adapter_status(key("free-1")).moved == (move,)
+
+
+def test_repair_never_moves_a_larger_adapter_or_to_a_pod_it_may_not_use() -> None:
+    # Moving "big" (600Mi) to p1 would make room for "small" (500Mi), but a move never frees
+    # memory on the pod it leaves.
+    pods = [pod("p0", memory=GI), pod("p1", memory=GI)]
+    adapters = [adapter("big", memory=600 * MI, priority=5, eligible=["p0", "p1"]),
+                adapter("blocker", memory=300 * MI, priority=5, eligible=["p1"]),
+                adapter("small", memory=500 * MI, eligible=["p0"])]
+    current = {key("big"): (PodKey("p0"),), key("blocker"): (PodKey("p1"),)}
+    result = schedule(adapters, pods, current)
+    check(adapters, pods, result, current)
+    assert result.moves == () and result.placement[key("small")] == ()
+    # A smaller one that the other pod may take moves; one the other pod may not take stays.
+    adapters = [adapter("mid", memory=400 * MI, priority=5, eligible=["p0", "p1"]),
+                adapter("pinned", memory=100 * MI, priority=5, eligible=["p0"]),
+                adapter("small", memory=600 * MI, eligible=["p0"])]
+    current = {key("mid"): (PodKey("p0"),), key("pinned"): (PodKey("p0"),)}
+    result = schedule(adapters, pods, current)
+    check(adapters, pods, result, current)
+    assert [(m.adapter.name, m.from_pod, m.to_pod) for m in result.moves] == [("mid", "p0", "p1")]
+    assert result.placement[key("small")] == ("p0",)
+
+
+def test_nothing_moves_when_nothing_is_missing() -> None:
+    adapters, pods = _lead_case()
+    adapters = adapters[:-1]  # without c, everything fits as placed
+    result = schedule(adapters, pods)
+    assert result.unplaced == {} and result.moves == ()
