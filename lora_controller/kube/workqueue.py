@@ -27,7 +27,6 @@ import math
 import weakref
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from lora_controller.core.clock import Clock, RealClock
@@ -233,21 +232,15 @@ def _longest(ref: weakref.ref[WorkQueue[K]]) -> float:
     return max((now - t for t in tuple(queue._start_times.values())), default=0.0)
 
 
-@dataclass(order=True, slots=True)
-class _Waiting(Generic[K]):
-    ready_at: float
-    seq: int
-    key: K = field(compare=False)
-    live: bool = field(default=True, compare=False)
-
-
 class DelayingQueue(WorkQueue[K]):
     """A `WorkQueue` that can add a key after a delay: client-go's `delayingType`."""
 
     def __init__(self, *, name: str | None = None, clock: Clock | None = None) -> None:
         super().__init__(name=name, clock=clock)
-        self._heap: list[_Waiting[K]] = []
-        self._waiting: dict[K, _Waiting[K]] = {}
+        # Heap entries are (ready_at, seq, key); an entry is live while `_waiting[key]` holds its
+        # (ready_at, seq): one superseded by an earlier time is skipped when it surfaces.
+        self._heap: list[tuple[float, int, K]] = []
+        self._waiting: dict[K, tuple[float, int]] = {}
         self._seq = itertools.count()
         self._timer: asyncio.Task[None] | None = None
         self._timer_generation = 0
@@ -260,7 +253,7 @@ class DelayingQueue(WorkQueue[K]):
     def ready_at(self, key: K) -> float | None:
         """The clock time at which a waiting `key` will be added, if it is waiting."""
         entry = self._waiting.get(key)
-        return entry.ready_at if entry is not None else None
+        return entry[0] if entry is not None else None
 
     def add_after(self, key: K, seconds: float) -> None:
         """Add `key` once `seconds` have passed; of two pending times the earlier wins.
@@ -281,14 +274,12 @@ class DelayingQueue(WorkQueue[K]):
             return
         ready_at = self._clock.monotonic() + seconds
         existing = self._waiting.get(key)
-        if existing is not None:
-            if existing.ready_at <= ready_at:
-                return
-            existing.live = False  # superseded by the earlier entry pushed below
-        entry = _Waiting(ready_at, next(self._seq), key)
-        self._waiting[key] = entry
-        heapq.heappush(self._heap, entry)
-        if self._timer is None or self._heap[0] is entry:
+        if existing is not None and existing[0] <= ready_at:
+            return
+        seq = next(self._seq)
+        self._waiting[key] = (ready_at, seq)  # supersedes any later entry of the key
+        heapq.heappush(self._heap, (ready_at, seq, key))
+        if self._timer is None or self._heap[0][1] == seq:
             self._restart_timer()  # none yet, or it sleeps until a later key than this one
 
     def shut_down(self) -> None:
@@ -308,15 +299,15 @@ class DelayingQueue(WorkQueue[K]):
             self._timer = None
 
     def _release_due(self) -> None:
-        heap = self._heap
+        heap, waiting = self._heap, self._waiting
         now = self._clock.monotonic()
-        while heap and heap[0].ready_at <= now:
-            entry = heapq.heappop(heap)
-            if entry.live:
-                del self._waiting[entry.key]
-                self.add(entry.key)
-        while heap and not heap[0].live:
-            heapq.heappop(heap)
+        while heap and heap[0][0] <= now:
+            ready_at, seq, key = heapq.heappop(heap)
+            if waiting.get(key) == (ready_at, seq):
+                del waiting[key]
+                self.add(key)
+        while heap and waiting.get(heap[0][2]) != heap[0][:2]:
+            heapq.heappop(heap)  # superseded entries at the top
 
     def _restart_timer(self) -> None:
         if self._timer is not None:
@@ -337,7 +328,7 @@ class DelayingQueue(WorkQueue[K]):
                 self._release_due()
                 if not self._heap or self._shutting_down:
                     return
-                await self._clock.sleep(self._heap[0].ready_at - self._clock.monotonic())
+                await self._clock.sleep(self._heap[0][0] - self._clock.monotonic())
         finally:
             if self._timer_generation == generation:  # not replaced by a newer timer
                 self._timer = None

@@ -404,6 +404,23 @@ async def test_copy_shifting() -> None:
     assert [await get_now(queue) for _ in range(3)] == ["baz", "bar", "foo"]
 
 
+async def test_a_superseded_later_time_does_not_add_the_key_again() -> None:
+    clock = FakeClock()
+    queue: DelayingQueue[str] = DelayingQueue(clock=clock)
+    queue.add_after("bar", 50 * MS)
+    queue.add_after("foo", 50 * MS)
+    queue.add_after("foo", 30 * MS)  # replaces foo's 50 ms, which now sits under bar's 50 ms
+    await clock.advance(35 * MS)
+    await settle()
+    assert await get_now(queue) == "foo"
+    queue.done("foo")
+    await clock.advance(30 * MS)  # bar and the superseded foo entry both come due
+    await settle()
+    assert queue.len() == 1
+    assert await get_now(queue) == "bar"
+    assert queue.waiting == 0
+
+
 async def test_add_after_releases_on_time_not_early() -> None:
     clock = FakeClock()
     queue: DelayingQueue[str] = DelayingQueue(clock=clock)
