@@ -1,1 +1,1 @@
-"""Unit tests of the kube layer that need no API server (work queue, rate limiters, runner)."""
+"""Tests of the kube layer: work queue, rate limiters, runner, informers, leader election."""
