@@ -16,6 +16,7 @@ preempts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import random
@@ -43,9 +44,11 @@ BASE = "meta-llama/Llama-3.1-8B-Instruct"
 
 
 def large_instance(
-    seed: int, *, adapters: int, pods: int
+    seed: int, *, adapters: int, pods: int, selectors: bool = False
 ) -> tuple[list[AdapterDemand], list[PodCapacity]]:
-    """The benchmark's cluster: see the module docstring."""
+    """The benchmark's cluster: see the module docstring. With `selectors`, the same cluster where
+    a third of the CRs select the even pods and a third the odd ones (one set object per CR, as
+    the reconciler builds them)."""
     rng = random.Random(seed)
     pod_list = [
         PodCapacity(
@@ -61,12 +64,18 @@ def large_instance(
         )
         for i in range(pods)
     ]
+    groups = [frozenset(p.key for p in pod_list[g::2]) for g in (0, 1)]
+    per_cr: dict[str, frozenset[PodKey] | None] = {}
     adapter_list: list[AdapterDemand] = []
     for j in range(adapters):
+        cr = f"cr-{j % 400:03d}"
+        if cr not in per_cr:
+            g = (j % 400) % 3
+            per_cr[cr] = frozenset(groups[g - 1]) if selectors and g else None
         rank = rng.choice([8, 8, 16, 16, 32, 64])
         adapter_list.append(
             AdapterDemand(
-                key=AdapterKey(f"team-{j % 40:02d}", f"cr-{j % 400:03d}", f"adapter-{j:05d}"),
+                key=AdapterKey(f"team-{j % 40:02d}", cr, f"adapter-{j:05d}"),
                 base_model=BASE,
                 memory_bytes=rank * rng.randint(1, 4) * MI + rng.randint(0, MI),
                 rank=rank,
@@ -75,9 +84,25 @@ def large_instance(
                     PreemptionPolicy.NEVER if rng.random() < 0.2 else PreemptionPolicy.LOWER_PRIORITY
                 ),
                 replicas=None if j < 5 else rng.choice([1, 1, 2, 3]),
+                eligible_pods=per_cr[cr],
             )
         )
     return adapter_list, pod_list
+
+
+def without_pod(adapters: list[AdapterDemand], lost: PodKey) -> list[AdapterDemand]:
+    """The demands the reconciler builds once `lost` is gone: every CR's set rebuilt without it."""
+    rebuilt: dict[int, frozenset[PodKey]] = {}
+    out = []
+    for a in adapters:
+        if a.eligible_pods is None:
+            out.append(a)
+            continue
+        new = rebuilt.get(id(a.eligible_pods))
+        if new is None:
+            new = rebuilt[id(a.eligible_pods)] = a.eligible_pods - {lost}
+        out.append(dataclasses.replace(a, eligible_pods=new))
+    return out
 
 
 def small_instance(rng: random.Random) -> tuple[list[AdapterDemand], list[PodCapacity]]:
@@ -127,6 +152,53 @@ def _timed(fn, repeat: int):  # type: ignore[no-untyped-def]
     return best, result
 
 
+def measure(
+    adapters: list[AdapterDemand], pods: list[PodCapacity], repeat: int, *, label: str
+) -> dict[str, float]:
+    """Time a full placement and an incremental one after losing the fullest pod; print both."""
+    full_s, full = _timed(lambda: schedule(adapters, pods), repeat)
+    placed = sum(len(p) for p in full.placement.values())
+    print(f"{label}full placement: {len(adapters)} adapters on {len(pods)} pods in "
+          f"{full_s * 1000:.1f} ms ({placed} replicas placed, {len(full.unplaced)} adapters short, "
+          f"{len(full.moves)} moves)")
+
+    # Incremental: a Scheduler that made the full placement loses one pod (the fullest). The
+    # demands are rebuilt as the reconciler would (selector sets without the lost pod).
+    by_pod: dict[PodKey, int] = {}
+    for keys in full.placement.values():
+        for key in keys:
+            by_pod[key] = by_pod.get(key, 0) + 1
+    lost = max(sorted(by_pod), key=lambda k: by_pod[k])
+    remaining = [p for p in pods if p.key != lost]
+    after = without_pod(adapters, lost)
+    observed = {k: tuple(p for p in v if p != lost) for k, v in full.placement.items()}
+    times: list[float] = []
+    moved = preempted = moves = 0
+    for _ in range(repeat):
+        scheduler = Scheduler()
+        first = scheduler.schedule(adapters, pods)
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            again = scheduler.schedule(after, remaining, observed)
+            times.append(time.perf_counter() - start)
+        finally:
+            gc.enable()
+        assert scheduler.incremental, "the incremental path was not taken"
+        assert again == schedule(after, remaining, observed), "incremental != full"
+        moved = sum(1 for k in first.placement if first.placement[k] != again.placement[k])
+        preempted = len(again.preemptions)
+        moves = len(again.moves)
+    incremental_s = min(times)
+    rebuild_s, _ = _timed(lambda: schedule(after, remaining, observed), 1)
+    print(f"{label}incremental after losing pod {lost} ({by_pod[lost]} replicas): "
+          f"{incremental_s * 1000:.2f} ms ({moved} adapters changed, {preempted} preemptions, "
+          f"{moves} moves; a full re-run of the same input takes {rebuild_s * 1000:.1f} ms)")
+    return {"full_s": full_s, "incremental_s": incremental_s, "placed": placed,
+            "short": len(full.unplaced)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapters", type=int, default=10_000)
@@ -137,41 +209,11 @@ def main() -> None:
     args = parser.parse_args()
 
     adapters, pods = large_instance(args.seed, adapters=args.adapters, pods=args.pods)
-    full_s, full = _timed(lambda: schedule(adapters, pods), args.repeat)
-    placed = sum(len(p) for p in full.placement.values())
-    print(f"full placement: {args.adapters} adapters on {args.pods} pods in {full_s * 1000:.1f} ms "
-          f"({placed} replicas placed, {len(full.unplaced)} adapters short)")
-
-    # Incremental: a Scheduler that made the full placement loses one pod (the fullest).
-    by_pod: dict[PodKey, int] = {}
-    for keys in full.placement.values():
-        for key in keys:
-            by_pod[key] = by_pod.get(key, 0) + 1
-    lost = max(sorted(by_pod), key=lambda k: by_pod[k])
-    remaining = [p for p in pods if p.key != lost]
-    observed = {k: tuple(p for p in v if p != lost) for k, v in full.placement.items()}
-    times: list[float] = []
-    moved = preempted = 0
-    for _ in range(args.repeat):
-        scheduler = Scheduler()
-        first = scheduler.schedule(adapters, pods)
-        gc.collect()
-        gc.disable()
-        try:
-            start = time.perf_counter()
-            again = scheduler.schedule(adapters, remaining, observed)
-            times.append(time.perf_counter() - start)
-        finally:
-            gc.enable()
-        assert scheduler.incremental, "the incremental path was not taken"
-        assert again == schedule(adapters, remaining, observed), "incremental != full"
-        moved = sum(1 for k in first.placement if first.placement[k] != again.placement[k])
-        preempted = len(again.preemptions)
-    incremental_s = min(times)
-    rebuild_s, _ = _timed(lambda: schedule(adapters, remaining, observed), 1)
-    print(f"incremental after losing pod {lost} ({by_pod[lost]} replicas): "
-          f"{incremental_s * 1000:.2f} ms ({moved} adapters changed, {preempted} preemptions; "
-          f"a full re-run of the same input takes {rebuild_s * 1000:.1f} ms)")
+    figures = measure(adapters, pods, args.repeat, label="")
+    sel_adapters, sel_pods = large_instance(
+        args.seed, adapters=args.adapters, pods=args.pods, selectors=True
+    )
+    with_selectors = measure(sel_adapters, sel_pods, args.repeat, label="with podSelectors, ")
 
     rng = random.Random(args.seed)
     ratios = []
@@ -184,13 +226,15 @@ def main() -> None:
     print(f"optimality: mean ratio {ratio:.4f} over {len(ratios)} small instances "
           f"(min {min(ratios):.3f}, optimal in {optimal})")
     print(json.dumps({
-        "full_placement_s": round(full_s, 4),
-        "incremental_s": round(incremental_s, 5),
+        "full_placement_s": round(figures["full_s"], 4),
+        "incremental_s": round(figures["incremental_s"], 5),
         "optimality_ratio": round(ratio, 4),
         "adapters": args.adapters,
         "pods": args.pods,
-        "replicas_placed": placed,
-        "adapters_short": len(full.unplaced),
+        "replicas_placed": figures["placed"],
+        "adapters_short": figures["short"],
+        "selectors_full_placement_s": round(with_selectors["full_s"], 4),
+        "selectors_incremental_s": round(with_selectors["incremental_s"], 5),
         "optimality_instances": len(ratios),
         "optimality_min": round(min(ratios), 4),
         "python": sys.version.split()[0],

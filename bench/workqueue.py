@@ -21,23 +21,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named queue.py: keep its folder off sys.path so `import queue` finds the stdlib.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(_HERE)]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
+import argparse
+import asyncio
+import json
+import random
+import time
+import uuid
 
-import structlog  # noqa: E402
+import structlog
 
-from lora_controller.core.clock import FakeClock  # noqa: E402
-from lora_controller.kube.runner import Controller  # noqa: E402
-from lora_controller.kube.workqueue import DelayingQueue, WorkQueue  # noqa: E402
+from lora_controller.core.clock import FakeClock
+from lora_controller.kube.runner import Controller
+from lora_controller.kube.workqueue import DelayingQueue, WorkQueue
 
 
 def _name(prefix: str) -> str:

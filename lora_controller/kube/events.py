@@ -60,7 +60,9 @@ class EventRecorder:
         self.series_interval = series_interval
         self.cache_size = cache_size
         self._series: OrderedDict[tuple[str, ...], _Series] = OrderedDict()
-        self._lock = asyncio.Lock()
+        self._locks: dict[tuple[str, ...], asyncio.Lock] = {}  # one per event identity
+        self._writes = asyncio.Semaphore(8)  # concurrent API calls
+        self._lock = asyncio.Lock()  # flush
         self.created = 0
         self.patched = 0
 
@@ -74,12 +76,16 @@ class EventRecorder:
         namespace = meta.get("namespace") or "default"
         note = note[:NOTE_MAX]
         key = (str(meta.get("uid", "")), type, reason, action, note)
-        async with self._lock:
-            try:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock, self._writes:
                 await self._record(regarding, meta, namespace, key, type=type, reason=reason,
                                    action=action, note=note)
-            except (ApiError, TimeoutError) as exc:
-                log.warning("event not recorded", reason=reason, error=str(exc)[:300])
+        except (ApiError, TimeoutError) as exc:
+            log.warning("event not recorded", reason=reason, error=str(exc)[:300])
+        finally:
+            if not lock.locked() and key not in self._series:
+                self._locks.pop(key, None)
 
     async def _record(
         self, regarding: JSON, meta: JSON, namespace: str, key: tuple[str, ...], *,
@@ -126,7 +132,10 @@ class EventRecorder:
         self.created += 1
         self._series[key] = _Series(name, namespace, 1, now, 1)
         while len(self._series) > self.cache_size:
-            self._series.popitem(last=False)
+            old, _ = self._series.popitem(last=False)
+            lock = self._locks.get(old)
+            if lock is not None and not lock.locked():
+                del self._locks[old]
 
     async def flush(self) -> None:
         """Write the counts of series that changed since their last patch (on shutdown)."""

@@ -573,6 +573,7 @@ class LoraController:
         for o in outcomes:
             by_owner.setdefault(o.action.owner or "", []).append(o)
         crs = {c.key: c for c in self.crs(namespace)}
+        records: list[Coroutine[Any, Any, None]] = []
         for owner, items in sorted(by_owner.items()):
             cr = crs.get(owner)
             if cr is None:
@@ -585,18 +586,19 @@ class LoraController:
                     pods = {a.pod for a in done}
                     listed = ", ".join(f"{a.name} on {a.pod.split('/', 1)[-1]}" for a in done[:20])
                     more = f" and {len(done) - 20} more" if len(done) > 20 else ""
-                    await self.events.record(
+                    records.append(self.events.record(
                         regarding, type="Normal", reason=reason, action=kind.__name__,
                         note=f"{verb} {len(done)} adapter replica(s) on {len(pods)} pod(s): "
-                             f"{listed}{more}")
+                             f"{listed}{more}"))
             failures = [o for o in items if not o.ok]
             for o in failures[:MAX_FAILURE_EVENTS]:
                 verb = "load" if isinstance(o.action, Load) else "unload"
-                await self.events.record(
+                records.append(self.events.record(
                     regarding, type="Warning", reason=f"{verb.capitalize()}Failed",
                     action=verb.capitalize(),
                     note=f"adapter {o.action.name} on pod {o.action.pod.split('/', 1)[-1]}: "
-                         f"{o.message}")
+                         f"{o.message}"))
+        await asyncio.gather(*records)
 
     def _record_usage(self, schedule: Schedule, wanted: dict[AdapterKey, Wanted],
                       pods: list[TargetPod]) -> None:

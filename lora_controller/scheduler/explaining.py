@@ -137,7 +137,8 @@ def _listed(pod: PodState) -> bool:
 def reasons_for(adapter: AdapterState, missing: int, generic: str) -> tuple[str, ...]:
     """One reason per missing replica: replicas lost to preemption first, then the generic one."""
     reasons: list[str] = []
-    for pod, by, by_priority in adapter.preempted[:missing]:
+    preempted = [e for e in adapter.preempted if e[0] not in adapter.pods]
+    for pod, by, by_priority in preempted[:missing]:
         reasons.append(f"preempted on pod {pod} by {by} (priority {by_priority}); {generic}")
     reasons.extend([generic] * (missing - len(reasons)))
     return tuple(reasons)

@@ -297,6 +297,8 @@ class Scheduler:
         self._marked_cert: list[AdapterState] = []
         self._marked_repair: list[AdapterState] = []
         self._moves: list[Move] = []
+        # (adapter, pod) of replicas placed by evicting others in this run: never moved away.
+        self._evictors: set[tuple[AdapterKey, PodKey]] = set()
         self._rebuilt = False
         self.incremental = False
         """Whether the last run reused the previous state (for benchmarks and tests)."""
@@ -342,6 +344,7 @@ class Scheduler:
         self._removed = set()
         self._preemptions = []
         self._moves = []
+        self._evictors = set()
         self._evicted = False
         self._rebuilt = False
         for group in self._groups.values():
@@ -725,7 +728,8 @@ class Scheduler:
             need = mem - pod.free_mem
             movers = sorted(
                 (r for r in pod.hosted.values()
-                 if need <= r.mem <= limit and r.key not in stuck),
+                 if need <= r.mem <= limit and r.key not in stuck
+                 and (r.key, pod.key) not in self._evictors),
                 key=lambda r: (r.mem, r.prio, r.key),
             )
             for mover in movers:
@@ -955,6 +959,7 @@ class Scheduler:
             if not victim.preempted:
                 self._marked.append(victim)
             victim.preempted.append((pod.key, by.key, by.prio))
+            self._evictors.add((by.key, pod.key))
             self._preemptions.append(
                 Preemption(
                     victim=victim.key, pod=pod.key, by=by.key,
@@ -1001,7 +1006,11 @@ class Scheduler:
                 reasons=reasons_for(adapter, missing, generic),
             )
         return Schedule(
-            placement=dict(placement), unplaced=unplaced, preemptions=tuple(self._preemptions),
+            placement=dict(placement), unplaced=unplaced,
+            # An eviction that a later repair undid (the victim is back on the pod) is none.
+            preemptions=tuple(
+                e for e in self._preemptions if e.pod not in self._adapters[e.victim].pods
+            ),
             moves=tuple(self._moves),
         )
 

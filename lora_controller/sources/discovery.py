@@ -27,7 +27,6 @@ from lora_controller.sources.errors import (
     NoAdaptersMatch,
     SourceError,
 )
-from lora_controller.sources.hf import HuggingFaceSource
 from lora_controller.sources.local import LocalSource
 from lora_controller.sources.model import (
     CONFIG_FILE,
@@ -38,7 +37,6 @@ from lora_controller.sources.model import (
     SourceOptions,
     content_version,
 )
-from lora_controller.sources.s3 import S3Source
 from lora_controller.sources.selection import describe_selectors, select
 
 log = structlog.get_logger(__name__)
@@ -67,14 +65,19 @@ def open_source(
     credentials: SourceCredentials | None,
     options: SourceOptions,
 ) -> SourceReader:
-    """A reader for `source` (no I/O yet)."""
+    """A reader for `source` (no I/O yet). The HuggingFace and S3 clients are imported on first
+    use: a controller with only local sources never loads them (about 20 MiB less)."""
     if source.type is SourceType.HUGGINGFACE:
+        from lora_controller.sources.hf import HuggingFaceSource
+
         return HuggingFaceSource(
             source.repository, revision=source.revision, options=options,
             token=credentials.hf_token if credentials else None,
             secret_name=credentials.secret_name if credentials else "",
         )
     if source.type is SourceType.S3:
+        from lora_controller.sources.s3 import S3Source
+
         return S3Source(
             source.repository, endpoint=source.endpoint, region=source.region,
             credentials=credentials, options=options,
@@ -90,12 +93,16 @@ def open_for_adapter(
 ) -> SourceReader:
     """A reader for staging `adapter`, at the endpoint it was discovered through."""
     if adapter.source_type is SourceType.HUGGINGFACE:
+        from lora_controller.sources.hf import HuggingFaceSource
+
         return HuggingFaceSource(
             adapter.repository, revision=adapter.revision, options=options,
             endpoint=adapter.endpoint, token=credentials.hf_token if credentials else None,
             secret_name=credentials.secret_name if credentials else "",
         )
     if adapter.source_type is SourceType.S3:
+        from lora_controller.sources.s3 import S3Source
+
         return S3Source(
             adapter.repository, endpoint=adapter.endpoint, region=adapter.region,
             credentials=credentials, options=options,

@@ -274,7 +274,9 @@ def check(
         assert by.preemption_policy is PreemptionPolicy.LOWER_PRIORITY, f"{e}: policy None evicted"
         assert victim.priority < by.priority, f"{e}: victim not of strictly lower priority"
         assert (e.victim_priority, e.by_priority) == (victim.priority, by.priority)
-        assert e.pod in result.placement[e.by], f"{e}: evictor not on the pod"
+        assert e.pod in result.placement[e.by] or any(
+            (o.victim, o.pod) == (e.by, e.pod) for o in result.preemptions
+        ), f"{e}: evictor not on the pod (nor preempted there in turn)"
         assert e.pod not in result.placement[e.victim], f"{e}: victim still on the pod"
 
 

@@ -30,7 +30,9 @@ from lora_controller.scheduler.optimum import (
 from tests.scheduler.cluster import GI, MI, adapter, check, pod
 
 
-def _instance(rng: random.Random) -> tuple[list[AdapterDemand], list[PodCapacity]]:
+def _instance(
+    rng: random.Random, *, selectors: bool = False
+) -> tuple[list[AdapterDemand], list[PodCapacity]]:
     pods = [
         PodCapacity(
             key=PodKey(f"p{i}"),
@@ -44,15 +46,26 @@ def _instance(rng: random.Random) -> tuple[list[AdapterDemand], list[PodCapacity
         )
         for i in range(rng.randint(2, 6))
     ]
+    # With selectors, each of two CRs matches a random subset of the pods (or all of them).
+    eligible: dict[str, frozenset[PodKey] | None] = {"cr": None}
+    crs = ["cr"] * 12
+    if selectors:
+        eligible = {
+            cr: frozenset(p.key for p in pods if rng.random() < 0.6) if rng.random() < 0.8
+            else None
+            for cr in ("cr1", "cr2")
+        }
+        crs = [rng.choice(["cr1", "cr2"]) for _ in range(12)]
     adapters = [
         AdapterDemand(
-            key=AdapterKey("ns", "cr", f"a{j}"),
+            key=AdapterKey("ns", crs[j], f"a{j}"),
             base_model=rng.choice(["a", "a", "b"]),
             memory_bytes=rng.randint(0, 12) * 128 * MI,
             rank=rng.choice([4, 8, 16, 32, 64]),
             priority=rng.choice([0, 0, 10, 100]),
             replicas=rng.choice([1, 1, 2, 3, None]),
             preemption_policy=rng.choice(list(PreemptionPolicy)),
+            eligible_pods=eligible[crs[j]],
         )
         for j in range(rng.randint(1, 12))
     ]
@@ -78,12 +91,24 @@ def test_weights_make_priority_lexicographic() -> None:
     assert weights[adapter("hi").key] > sum(weights[adapter(n).key] for n in ("lo1", "lo2", "lo3"))
 
 
-@pytest.mark.parametrize("strategy", list(Strategy))
-def test_mean_optimality_ratio(strategy: Strategy, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_integer_program_honours_selectors() -> None:
+    # Two pods, but the adapter may use one: one replica at most.
+    pods = [pod("p0"), pod("p1")]
+    adapters = [adapter("a", replicas=None, eligible=["p1"])]
+    weights = priority_weights(adapters, pods)
+    assert optimal_value(adapters, pods, weights) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("strategy", "selectors"), [
+    (Strategy.SPREAD, False), (Strategy.PACK, False), (Strategy.SPREAD, True),
+])
+def test_mean_optimality_ratio(
+    strategy: Strategy, selectors: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = random.Random(20240601)
     ratios = []
     for _ in range(150):
-        adapters, pods = _instance(rng)
+        adapters, pods = _instance(rng, selectors=selectors)
         result = schedule(adapters, pods, strategy=strategy)
         check(adapters, pods, result)
         ratio = optimality_ratio(adapters, pods, result.placement)
@@ -91,6 +116,7 @@ def test_mean_optimality_ratio(strategy: Strategy, capsys: pytest.CaptureFixture
         ratios.append(ratio)
     mean = statistics.fmean(ratios)
     with capsys.disabled():
-        print(f"\n{strategy}: mean optimality ratio {mean:.4f} over {len(ratios)} instances, "
+        print(f"\n{strategy}{' with selectors' if selectors else ''}: mean optimality ratio "
+              f"{mean:.4f} over {len(ratios)} instances, "
               f"min {min(ratios):.3f}")
     assert mean >= 0.98

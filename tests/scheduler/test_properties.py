@@ -48,7 +48,10 @@ def test_fresh_placement_keeps_every_invariant(cluster: tuple[list[AdapterDemand
     adapters, pods = cluster
     result = schedule(adapters, pods)
     check(adapters, pods, result)
-    assert result.preemptions == ()  # nothing placed yet, nothing to evict
+    if not result.moves:
+        # Nothing placed yet, nothing to evict. (A repair can hand a pod to a lower priority
+        # that a higher one may then evict, in the same run.)
+        assert result.preemptions == ()
 
 
 @SETTINGS
