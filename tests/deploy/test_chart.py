@@ -393,3 +393,13 @@ def test_strict_validation_refuses_a_misspelt_field(
     proc = kubectl(control_plane, "apply", "--dry-run=server", "--validate=strict", "-f",
                    str(manifest), check=False)
     assert proc.returncode != 0 and "readinesProbe" in proc.stderr
+
+
+def test_schema_refuses_misspelt_and_wrong_values() -> None:
+    """values.schema.json: a typo in a key or a value fails `helm template`, not the cluster."""
+    for setting, words in (("adapterStore.existingclaim=foo", "existingclaim"),
+                           ("controller.logFormat=text", "logFormat"),
+                           ("leaderElection.leaseDuration=0", "leaseDuration"),
+                           ("replicas=2", "replicas")):
+        proc = helm("template", "x", str(CHART), "--set", setting, check=False)
+        assert proc.returncode != 0 and words in proc.stderr, (setting, proc.stderr)
