@@ -689,9 +689,13 @@ class Scheduler:
         (zone, node, lowest max-lora-rank, the strategy's choice of free memory); on P, the
         smallest R that frees enough and fits on another pod, then the lowest priority, then key.
         """
-        room = group.max_listed_free()  # no moved replica can be larger than this
+        # No replica can move to a pod with less room than it needs: per rank, the largest
+        # replica that could move at all, and the largest over every rank.
+        room = group.room_by_rank()
         mem = adapter.mem
-        limit = min(room, mem)
+        limit = min(mem, max(
+            (min(top, group.mem_by_rank[rank]) for rank, top in room.items()), default=-1
+        ))
         if limit < 0:
             return None
         threshold = mem - limit
@@ -703,32 +707,31 @@ class Scheduler:
         sign = -1 if self._spread else 1
         # Pods with at least `threshold` free: those with a free slot (class lists), then those
         # without (the full list). A pod qualifies if its largest replica could free enough.
-        pods: list[PodState] = []
-        for klass in group.classes_for(rank):
-            entries = klass.entries
-            pods.extend(entries[i][3] for i in range(bisect_left(entries, (threshold,)), len(entries)))
-        full: list[FullEntry] = group.full
-        pods.extend(
-            full[i][2] for i in range(bisect_left(full, (threshold,)), len(full))
-            if full[i][2].free_slots == 0 and full[i][2].max_rank >= rank
-        )
         ranked: list[tuple[int, int, int, PodKey, PodState]] = []
-        for pod in pods:
-            key = pod.key
-            if (
-                key in hosted or (eligible is not None and key not in eligible)
-                or not pod.prio_max or max(pod.prio_max.values()) < mem - pod.free_mem
-            ):
-                continue
-            tier = 2 if pod.node in nodes else 0 if pod.zone not in zones else 1
-            ranked.append((tier, pod.max_rank, sign * pod.free_mem, key, pod))
+        full: list[FullEntry] = group.full
+        sources: list[list[Entry] | list[FullEntry]] = [k.entries for k in group.classes_for(rank)]
+        sources.append(full)
+        for entries in sources:
+            for i in range(bisect_left(entries, (threshold,)), len(entries)):
+                pod = entries[i][-1]
+                largest = pod.prio_max
+                if not largest or max(largest.values()) < mem - pod.free_mem:
+                    continue
+                key = pod.key
+                if (
+                    key in hosted or (eligible is not None and key not in eligible)
+                    or pod.max_rank < rank or pod.free_slots < 0
+                ):
+                    continue
+                tier = 2 if pod.node in nodes else 0 if pod.zone not in zones else 1
+                ranked.append((tier, pod.max_rank, sign * pod.free_mem, key, pod))
         heapq.heapify(ranked)
         while ranked:
             pod = heapq.heappop(ranked)[-1]
             need = mem - pod.free_mem
             movers = sorted(
                 (r for r in pod.hosted.values()
-                 if need <= r.mem <= limit and r.key not in stuck
+                 if need <= r.mem <= limit and r.mem <= room[r.rank] and r.key not in stuck
                  and (r.key, pod.key) not in self._evictors),
                 key=lambda r: (r.mem, r.prio, r.key),
             )

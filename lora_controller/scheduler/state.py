@@ -89,7 +89,7 @@ class GroupState:
 
     __slots__ = (
         "_by_rank", "_by_selector", "_classes_by_rank", "base_model", "capacities", "classes", "full",
-        "last_gain", "pods", "prio_count",
+        "last_gain", "mem_by_rank", "pods", "prio_count",
     )
 
     def __init__(self, base_model: str) -> None:
@@ -100,6 +100,9 @@ class GroupState:
         self.full: list[FullEntry] = []
         # One past the index of the run's last event that gave a pod of this group more room.
         self.last_gain = 0
+        # Per adapter rank: the largest memory of an adapter of that rank (an upper bound: never
+        # lowered when adapters go). Bounds which replicas a repair could move.
+        self.mem_by_rank: dict[int, int] = {}
         # Per (rank, id of an eligible set): that set, and the Ready pods it admits (see usable_pods).
         self._by_selector: dict[tuple[int, int], tuple[frozenset[PodKey], list[PodState]]] = {}
         # Replicas placed on Ready pods, per priority: tells at once whether preemption can help.
@@ -197,13 +200,17 @@ class GroupState:
         self._by_selector[(rank, id(eligible))] = (eligible, chosen)
         return chosen
 
-    def max_listed_free(self) -> int:
-        """The most free memory of a Ready pod with a free slot (-1 if there is none)."""
-        best = -1
+    def room_by_rank(self) -> dict[int, int]:
+        """Per adapter rank seen: the most free memory of a Ready pod with a free slot that admits
+        the rank (-1 if none): no replica of that rank can move to a pod with more."""
+        tops: dict[int, int] = {}
         for klass in self.classes.values():
-            if klass.entries and klass.entries[-1][0] > best:
-                best = klass.entries[-1][0]
-        return best
+            if klass.entries and klass.entries[-1][0] > tops.get(klass.max_rank, -1):
+                tops[klass.max_rank] = klass.entries[-1][0]
+        return {
+            rank: max((top for max_rank, top in tops.items() if max_rank >= rank), default=-1)
+            for rank in self.mem_by_rank
+        }
 
     def classes_for(self, rank: int) -> list[PodClass]:
         """Classes whose max-lora-rank admits `rank`, in a fixed order."""
@@ -253,6 +260,8 @@ class AdapterState:
         self.fill = demand.replicas is None
         self.wanted = demand.replicas if demand.replicas is not None else 0
         self.eligible = demand.eligible_pods
+        if group is not None and self.mem > group.mem_by_rank.get(self.rank, -1):
+            group.mem_by_rank[self.rank] = self.mem
         self.pods: dict[PodKey, PodState] = {}
         self.nodes: dict[str, int] = {}
         self.zones: dict[str, int] = {}
