@@ -146,6 +146,8 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if os.environ.get("LORA_CONTROLLER_TRACEMALLOC"):
+        _memory_report_on_sigusr1(loop)
     elector_task = asyncio.create_task(_elect(elector, stop)) if elector else None
     try:
         await controller.start()
@@ -164,6 +166,22 @@ async def run(args: argparse.Namespace) -> int:
         await kube.close()
         log.info("stopped")
     return 0
+
+
+def _memory_report_on_sigusr1(loop: asyncio.AbstractEventLoop) -> None:
+    """Debugging aid: with LORA_CONTROLLER_TRACEMALLOC set, SIGUSR1 logs the biggest allocations."""
+    import tracemalloc
+
+    tracemalloc.start(8)
+
+    def report() -> None:
+        snapshot = tracemalloc.take_snapshot()
+        for stat in snapshot.statistics("lineno")[:30]:
+            log.warning("memory", size_kib=round(stat.size / 1024), count=stat.count,
+                        where=str(stat.traceback[0]))
+        log.warning("memory total", traced_mib=round(tracemalloc.get_traced_memory()[0] / 2**20, 1))
+
+    loop.add_signal_handler(signal.SIGUSR1, report)
 
 
 async def _elect(elector: LeaderElector, stop: asyncio.Event) -> None:
