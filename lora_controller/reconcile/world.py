@@ -130,7 +130,7 @@ def demands(wanted: Sequence[Wanted], pods: Sequence[TargetPod]) -> list[Adapter
             preemption_policy=(SchedPolicy.NEVER if sched.preemption_policy is PreemptionPolicy.NONE
                                else SchedPolicy.LOWER_PRIORITY),
             replicas=dep.replicas,
-            # eligible_pods=eligible_cache[cr.key],  # TODO scheduler support
+            eligible_pods=eligible_cache[cr.key],
         ))
     return out
 

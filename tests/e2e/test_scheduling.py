@@ -153,3 +153,28 @@ async def test_controller_killed_mid_load_converges_without_duplicate_loads(
         assert set(cluster.loaded(pod)) == set(names)
         loads = cluster.successful_loads(pod)
         assert sorted(loads) == sorted(set(loads)), f"an adapter was loaded twice on {pod}: {loads}"
+
+
+async def test_each_resource_lands_only_on_pods_its_selector_matches(
+    cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
+) -> None:
+    gold = adapters(tmp_path / "gold", ["gold-1", "gold-2"])
+    silver = adapters(tmp_path / "silver", ["silver-1"])
+    await cluster.add_pod("gold-0", labels={"tier": "gold"})
+    await cluster.add_pod("gold-1", labels={"tier": "gold"})
+    await cluster.add_pod("silver-0", labels={"tier": "silver"})
+    ctl = start_controller()
+    await ctl.wait_ready()
+    await cluster.apply("gold", spec(gold, deploymentConfig={
+        "podSelector": {"matchLabels": {"lora-enabled": "true", "tier": "gold"}}}))
+    await cluster.apply("silver", spec(silver, deploymentConfig={
+        "podSelector": {"matchLabels": {"lora-enabled": "true", "tier": "silver"}}}))
+    for name in ("gold", "silver"):
+        await cluster.wait_status(name, lambda s: s.get("phase") == "Ready", what=f"{name} Ready")
+    assert set(cluster.loaded("gold-0")) == set(cluster.loaded("gold-1")) == {"gold-1", "gold-2"}
+    assert set(cluster.loaded("silver-0")) == {"silver-1"}
+    # A selector nothing matches: a reason that says so.
+    await cluster.apply("bronze", spec(silver, deploymentConfig={
+        "podSelector": {"matchLabels": {"tier": "bronze"}}}))
+    status = await cluster.wait_status("bronze", lambda s: s.get("phase") == "Failed", what="Failed")
+    assert "podSelector" in status["failedAdapters"][0]["reason"], status["failedAdapters"]
