@@ -100,7 +100,7 @@ async def test_api_server_restarted_mid_convergence(
         await eventually(lambda: sum(len(cluster.loaded(p)) for p in cluster.pods) >= 2, timeout=20,
                          what="loading started")
         await asyncio.to_thread(private_control_plane.stop_apiserver)
-        await asyncio.sleep(5)
+        await asyncio.sleep(20)  # the API server stays down 20 s
         await asyncio.to_thread(private_control_plane.start_apiserver)
         status = await cluster.wait_status("x", lambda s: s.get("phase") == "Ready", timeout=90,
                                            what="Ready after the API server came back")
