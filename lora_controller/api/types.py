@@ -172,9 +172,9 @@ class CredentialsSecretRef(ApiModel):
 
     model_config = ConfigDict(json_schema_extra=_rules((
         "!has(self.keys) || self.keys.all(k, k in ['HF_TOKEN', 'AWS_ACCESS_KEY_ID', "
-        "'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'VLLM_API_KEY'])",
-        "keys may only rename HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-        "AWS_SESSION_TOKEN or VLLM_API_KEY",
+        "'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'])",
+        "keys may only rename HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or "
+        "AWS_SESSION_TOKEN",
     )))
 
     name: str = Field(
@@ -187,7 +187,7 @@ class CredentialsSecretRef(ApiModel):
         default=None,
         description="Optional renaming of the keys read from the Secret, e.g. "
         "{HF_TOKEN: token}: the value of the Secret's key 'token' is used as HF_TOKEN.",
-        json_schema_extra={"maxProperties": 5},
+        json_schema_extra={"maxProperties": 4},
     )
 
 
