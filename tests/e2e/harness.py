@@ -136,6 +136,28 @@ class Cluster:
                              f"{json.dumps(status, indent=1)[:3000]}")
 
 
+def local_spec(path: Path, **extra: Any) -> JSON:
+    """A LoraAdapter spec for local adapters under `path` on pods labelled lora-enabled=true;
+    `extra` merges into the top-level fields (dicts are merged, other values replace)."""
+    spec: JSON = {
+        "baseModel": "tiny-llama",
+        "adapterSource": {"type": "local", "repository": str(path)},
+        "deploymentConfig": {"podSelector": {"matchLabels": {"lora-enabled": "true"}}},
+    }
+    for key, value in extra.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    return spec
+
+
+def write_adapters(root: Path, names: list[str]) -> Path:
+    """Real adapter folders (config + safetensors) for tiny-llama, one seed per name."""
+    from tests.support.adapters import write_adapter
+
+    for i, name in enumerate(names):
+        write_adapter(root / name, base_model="tiny-llama", seed=i)
+    return root
+
+
 async def eventually(check: Callable[[], bool], *, timeout: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():

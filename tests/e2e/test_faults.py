@@ -8,31 +8,16 @@ import random
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lora_controller.kube.resources import SECRETS
-from tests.e2e.harness import Cluster, ControllerProcess
+from tests.e2e.harness import Cluster, ControllerProcess, local_spec, write_adapters
 from tests.e2e.test_sources import controller_env, make_secret
 from tests.sources.s3_server import MotoS3
-from tests.support.adapters import adapter_files, write_adapter
+from tests.support.adapters import adapter_files
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
-
-
-def spec(path: Path, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"baseModel": "tiny-llama",
-                           "adapterSource": {"type": "local", "repository": str(path)},
-                           "deploymentConfig": {"podSelector": {"matchLabels": {"lora-enabled": "true"}}}}
-    out.update(extra)
-    return out
-
-
-def adapters(root: Path, names: list[str]) -> Path:
-    for i, name in enumerate(names):
-        write_adapter(root / name, base_model="tiny-llama", seed=i)
-    return root
 
 
 def load_requests(cluster: Cluster, pod: str) -> int:
@@ -43,7 +28,7 @@ async def test_vllm_faults_give_reasons_bounded_retries_then_convergence(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
     names = [f"lora-{i}" for i in range(6)]
-    root = adapters(tmp_path / "a", names)
+    root = write_adapters(tmp_path / "a", names)
     await cluster.add_pod("vllm-flaky", max_cpu_loras=8)
     await cluster.add_pod("vllm-hangs", max_cpu_loras=8)
     await cluster.add_pod("vllm-refuses", max_cpu_loras=8)
@@ -54,7 +39,7 @@ async def test_vllm_faults_give_reasons_bounded_retries_then_convergence(
     cluster.pods["vllm-refuses"].sim.faults.refuse_loads = True
     ctl = start_controller("--vllm-timeout", "1", "--load-timeout", "1.5")
     await ctl.wait_ready()
-    await cluster.apply("faults", spec(root))
+    await cluster.apply("faults", local_spec(root))
     status = await cluster.wait_status(
         "faults", lambda s: s.get("phase") == "Partial" and all(
             "vllm-refuses" in f["reason"] for f in s.get("failedAdapters", [])) and len(
@@ -80,12 +65,12 @@ async def test_vllm_faults_give_reasons_bounded_retries_then_convergence(
 async def test_unreachable_pod_is_reported_then_repaired(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
-    root = adapters(tmp_path / "a", ["lora-a", "lora-b"])
+    root = write_adapters(tmp_path / "a", ["lora-a", "lora-b"])
     await cluster.add_pod("vllm-0")
     await cluster.add_pod("vllm-1")
     ctl = start_controller()
     await ctl.wait_ready()
-    await cluster.apply("x", spec(root))
+    await cluster.apply("x", local_spec(root))
     await cluster.wait_status("x", lambda s: s.get("phase") == "Ready", what="Ready")
     gone = cluster.pods["vllm-1"]
     await cluster.fleet.detach(gone.sim)  # connections refused from now on
@@ -104,17 +89,17 @@ async def test_controller_killed_twenty_times_leaves_the_right_state(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
     names = [f"lora-{i:02d}" for i in range(16)]
-    root = adapters(tmp_path / "a", names)
+    root = write_adapters(tmp_path / "a", names)
     for i in range(3):
         await cluster.add_pod(f"vllm-{i}", max_cpu_loras=20, load_latency_ms=80)
-    await cluster.apply("x", spec(root, deploymentConfig={
+    await cluster.apply("x", local_spec(root, deploymentConfig={
         "replicas": 2, "podSelector": {"matchLabels": {"lora-enabled": "true"}}}))
     rng = random.Random(42)
     for round_ in range(20):
         ctl = start_controller("--load-concurrency", "2", name=f"round-{round_}")
         await asyncio.sleep(rng.uniform(0.8, 2.5))
         if round_ == 10:  # change what is wanted half way: some loaded adapters become unwanted
-            await cluster.apply("x", spec(root, adapterSource={
+            await cluster.apply("x", local_spec(root, adapterSource={
                 "type": "local", "repository": str(root), "pattern": "lora-0*"},
                 deploymentConfig={"replicas": 2,
                                   "podSelector": {"matchLabels": {"lora-enabled": "true"}}}))

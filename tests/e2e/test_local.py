@@ -8,21 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, ControllerProcess, eventually
+from tests.e2e.harness import Cluster, ControllerProcess, eventually, local_spec
 from tests.support.adapters import write_adapter
 
 pytestmark = pytest.mark.k8s
-
-
-def local_spec(path: Path, **extra: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "baseModel": "tiny-llama",
-        "adapterSource": {"type": "local", "repository": str(path)},
-        "deploymentConfig": {"podSelector": {"matchLabels": {"lora-enabled": "true"}}},
-    }
-    for key, value in extra.items():
-        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
-    return spec
 
 
 def make_adapters(root: Path, names: list[str], **kwargs: Any) -> None:

@@ -15,17 +15,12 @@ from lora_controller.devenv.controlplane import ControlPlane
 from lora_controller.kube.client import KubeClient
 from lora_controller.kube.resources import LEASES, NAMESPACES
 from lora_controller.simulator.fleet import SimulatedFleet
-from tests.e2e.harness import Cluster, ControllerProcess, eventually
+from tests.e2e.harness import Cluster, ControllerProcess, eventually, local_spec
 from tests.support.adapters import write_adapter
 
 pytestmark = pytest.mark.k8s
 
 FAST_LEASE = ["--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "0.5"]
-
-
-def spec(path: Path) -> dict[str, object]:
-    return {"baseModel": "tiny-llama", "adapterSource": {"type": "local", "repository": str(path)},
-            "deploymentConfig": {"podSelector": {"matchLabels": {"lora-enabled": "true"}}}}
 
 
 async def test_two_replicas_one_leader_and_takeover(
@@ -41,7 +36,7 @@ async def test_two_replicas_one_leader_and_takeover(
     await a.wait_ready()
     b = start_controller(*args, "--identity", "replica-b", name="b")
     await b.wait_ready()
-    await cluster.apply("x", spec(root))
+    await cluster.apply("x", local_spec(root))
     await cluster.wait_status("x", lambda s: s.get("phase") == "Ready", what="Ready")
     holder = (await cluster.kube.get(LEASES, lease, namespace=cluster.namespace))["spec"]["holderIdentity"]
     leader, standby = (a, b) if holder == "replica-a" else (b, a)
@@ -96,7 +91,7 @@ async def test_api_server_restarted_mid_convergence(
     ctl.start()
     try:
         await ctl.wait_ready()
-        await cluster.apply("x", spec(root))
+        await cluster.apply("x", local_spec(root))
         await eventually(lambda: sum(len(cluster.loaded(p)) for p in cluster.pods) >= 2, timeout=20,
                          what="loading started")
         await asyncio.to_thread(private_control_plane.stop_apiserver)

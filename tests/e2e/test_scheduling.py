@@ -7,47 +7,31 @@ import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, ControllerProcess, eventually
+from tests.e2e.harness import Cluster, ControllerProcess, eventually, local_spec, write_adapters
 from tests.support.adapters import write_adapter
 
 pytestmark = pytest.mark.k8s
 
 
-def spec(path: Path, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"baseModel": "tiny-llama",
-                           "adapterSource": {"type": "local", "repository": str(path)},
-                           "deploymentConfig": {"podSelector": {"matchLabels": {"lora-enabled": "true"}}}}
-    for key, value in extra.items():
-        out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
-    return out
-
-
-def adapters(root: Path, names: list[str]) -> Path:
-    for i, name in enumerate(names):
-        write_adapter(root / name, base_model="tiny-llama", seed=i)
-    return root
-
-
 async def test_full_pod_then_preemption_by_higher_priority(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
-    low = adapters(tmp_path / "low", ["low-1", "low-2", "low-3"])
-    high = adapters(tmp_path / "high", ["high-1"])
+    low = write_adapters(tmp_path / "low", ["low-1", "low-2", "low-3"])
+    high = write_adapters(tmp_path / "high", ["high-1"])
     await cluster.add_pod("vllm-0", max_loras=1, max_cpu_loras=2)
     ctl = start_controller()
     await ctl.wait_ready()
-    await cluster.apply("low", spec(low, schedulingConfig={"priority": 1}))
+    await cluster.apply("low", local_spec(low, schedulingConfig={"priority": 1}))
     status = await cluster.wait_status("low", lambda s: s.get("phase") == "Partial", what="Partial")
     assert status["loadedCount"] == 2 and status["failedCount"] == 1
     reason = status["failedAdapters"][0]["reason"]
     assert "slot" in reason.lower(), reason
     assert len(cluster.loaded("vllm-0")) == 2
 
-    await cluster.apply("high", spec(high, schedulingConfig={"priority": 100,
+    await cluster.apply("high", local_spec(high, schedulingConfig={"priority": 100,
                                                               "preemptionPolicy": "LowerPriority"}))
     await cluster.wait_status("high", lambda s: s.get("phase") == "Ready", what="high Ready")
     status = await cluster.wait_status(
@@ -56,8 +40,8 @@ async def test_full_pod_then_preemption_by_higher_priority(
     assert f"{cluster.namespace}/high" in reasons and "priority 100" in reasons, reasons
     assert "high-1" in cluster.loaded("vllm-0") and len(cluster.loaded("vllm-0")) == 2
     # A None-policy resource never evicts.
-    never = adapters(tmp_path / "never", ["never-1"])
-    await cluster.apply("never", spec(never, schedulingConfig={"priority": 1000,
+    never = write_adapters(tmp_path / "never", ["never-1"])
+    await cluster.apply("never", local_spec(never, schedulingConfig={"priority": 1000,
                                                                 "preemptionPolicy": "None"}))
     status = await cluster.wait_status("never", lambda s: s.get("phase") == "Failed", what="Failed")
     assert "never-1" not in cluster.loaded("vllm-0")
@@ -66,14 +50,14 @@ async def test_full_pod_then_preemption_by_higher_priority(
 async def test_conflicting_names_flag_the_later_resource_without_flapping(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
-    first = adapters(tmp_path / "first", ["shared", "only-first"])
-    second = adapters(tmp_path / "second", ["shared"])
+    first = write_adapters(tmp_path / "first", ["shared", "only-first"])
+    second = write_adapters(tmp_path / "second", ["shared"])
     await cluster.add_pod("vllm-0")
     ctl = start_controller()
     await ctl.wait_ready()
-    await cluster.apply("first", spec(first))
+    await cluster.apply("first", local_spec(first))
     await cluster.wait_status("first", lambda s: s.get("phase") == "Ready", what="first Ready")
-    await cluster.apply("second", spec(second))
+    await cluster.apply("second", local_spec(second))
     status = await cluster.wait_status(
         "second", lambda s: any(c["type"] == "Conflict" and c["status"] == "True"
                                 for c in s.get("conditions", [])), what="Conflict")
@@ -90,11 +74,11 @@ async def test_conflicting_names_flag_the_later_resource_without_flapping(
 async def test_lazy_adapter_loads_on_first_router_request(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
-    lazy = adapters(tmp_path / "lazy", ["lazy-1"])
+    lazy = write_adapters(tmp_path / "lazy", ["lazy-1"])
     await cluster.add_pod("vllm-0")
     ctl = start_controller()
     await ctl.wait_ready()
-    await cluster.apply("lazy", spec(lazy, deploymentConfig={"loadOnStartup": False}))
+    await cluster.apply("lazy", local_spec(lazy, deploymentConfig={"loadOnStartup": False}))
     status = await cluster.wait_status("lazy", lambda s: s.get("phase") == "Ready", what="Ready")
     assert status["loadedAdapters"] == [] and cluster.loaded("vllm-0") == {}
     code, body = await ctl.get(f"/v1/adapters/lazy-1/pods?namespace={cluster.namespace}")
@@ -114,13 +98,13 @@ async def test_lazy_adapter_loads_on_first_router_request(
 async def test_foreign_adapters_are_left_alone_and_take_room(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
-    ours = adapters(tmp_path / "ours", ["ours-1", "ours-2"])
+    ours = write_adapters(tmp_path / "ours", ["ours-1", "ours-2"])
     write_adapter(tmp_path / "foreign" / "by-hand", base_model="tiny-llama", seed=9)
     await cluster.add_pod("vllm-0", max_loras=1, max_cpu_loras=2,
                           lora_modules=(f"startup={tmp_path / 'foreign' / 'by-hand'}",))
     ctl = start_controller()
     await ctl.wait_ready()
-    await cluster.apply("ours", spec(ours))
+    await cluster.apply("ours", local_spec(ours))
     status = await cluster.wait_status("ours", lambda s: s.get("phase") == "Partial", what="Partial")
     loaded = cluster.loaded("vllm-0")
     assert "startup" in loaded and len(loaded) == 2, loaded
@@ -135,12 +119,12 @@ async def test_controller_killed_mid_load_converges_without_duplicate_loads(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
     names = [f"a-{i:02d}" for i in range(12)]
-    root = adapters(tmp_path / "many", names)
+    root = write_adapters(tmp_path / "many", names)
     for i in range(2):
         await cluster.add_pod(f"vllm-{i}", max_cpu_loras=16, load_latency_ms=300)
     ctl = start_controller("--load-concurrency", "2", name="first")
     await ctl.wait_ready()
-    await cluster.apply("many", spec(root))
+    await cluster.apply("many", local_spec(root))
     await eventually(lambda: sum(len(cluster.loaded(p)) for p in cluster.pods) >= 4, timeout=20,
                      what="some loads done")
     ctl.stop(signal.SIGKILL)
@@ -158,23 +142,23 @@ async def test_controller_killed_mid_load_converges_without_duplicate_loads(
 async def test_each_resource_lands_only_on_pods_its_selector_matches(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
-    gold = adapters(tmp_path / "gold", ["gold-1", "gold-2"])
-    silver = adapters(tmp_path / "silver", ["silver-1"])
+    gold = write_adapters(tmp_path / "gold", ["gold-1", "gold-2"])
+    silver = write_adapters(tmp_path / "silver", ["silver-1"])
     await cluster.add_pod("gold-0", labels={"tier": "gold"})
     await cluster.add_pod("gold-1", labels={"tier": "gold"})
     await cluster.add_pod("silver-0", labels={"tier": "silver"})
     ctl = start_controller()
     await ctl.wait_ready()
-    await cluster.apply("gold", spec(gold, deploymentConfig={
+    await cluster.apply("gold", local_spec(gold, deploymentConfig={
         "podSelector": {"matchLabels": {"lora-enabled": "true", "tier": "gold"}}}))
-    await cluster.apply("silver", spec(silver, deploymentConfig={
+    await cluster.apply("silver", local_spec(silver, deploymentConfig={
         "podSelector": {"matchLabels": {"lora-enabled": "true", "tier": "silver"}}}))
     for name in ("gold", "silver"):
         await cluster.wait_status(name, lambda s: s.get("phase") == "Ready", what=f"{name} Ready")
     assert set(cluster.loaded("gold-0")) == set(cluster.loaded("gold-1")) == {"gold-1", "gold-2"}
     assert set(cluster.loaded("silver-0")) == {"silver-1"}
     # A selector nothing matches: a reason that says so.
-    await cluster.apply("bronze", spec(silver, deploymentConfig={
+    await cluster.apply("bronze", local_spec(silver, deploymentConfig={
         "podSelector": {"matchLabels": {"tier": "bronze"}}}))
     status = await cluster.wait_status("bronze", lambda s: s.get("phase") == "Failed", what="Failed")
     assert "podSelector" in status["failedAdapters"][0]["reason"], status["failedAdapters"]
