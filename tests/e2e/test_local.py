@@ -84,3 +84,29 @@ async def test_local_adapters_converge_with_replicas_and_router_agrees(
     await eventually(lambda: all(not cluster.loaded(p) for p in cluster.pods), timeout=20,
                      what="adapters unloaded after deletion")
     ctl.stop()
+
+
+async def test_router_api_bearer_token(
+    cluster: Cluster, adapter_dir: Path, tmp_path: Path,
+    start_controller: Callable[..., ControllerProcess],
+) -> None:
+    make_adapters(adapter_dir, ["lora-a"])
+    await cluster.add_pod("vllm-0")
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-router-token\n")
+    ctl = start_controller("--router-token-file", str(token_file))
+    await ctl.wait_ready()
+    await cluster.apply("local", local_spec(adapter_dir))
+    await cluster.wait_status("local", lambda s: s.get("phase") == "Ready", what="Ready")
+    code, body = await ctl.get("/v1/adapters/lora-a/pods")
+    assert code == 401 and body["error"]["reason"] == "Unauthorized"
+    code, body = await ctl.get("/v1/adapters/lora-a/pods", token="wrong")
+    assert code == 401
+    code, body = await ctl.get("/v1/adapters/lora-a/pods", token="s3cret-router-token")
+    assert code == 200 and [p["name"] for p in body["pods"]] == ["vllm-0"]
+    for open_path in ("/healthz", "/readyz", "/metrics"):
+        code, _ = await ctl.get(open_path)
+        assert code == 200, open_path
+    code, metrics = await ctl.get("/metrics")
+    assert 'lora_controller_router_requests_total{code="401"' in metrics
+    assert "s3cret-router-token" not in ctl.log_path.read_text()
