@@ -27,7 +27,7 @@ _KEEP = {
     "type", "description", "default", "enum", "pattern", "minimum", "maximum", "minLength",
     "maxLength", "minItems", "maxItems", "maxProperties", "items", "properties", "required",
     "additionalProperties", "x-kubernetes-validations", "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys", "format",
+    "x-kubernetes-list-map-keys", "format", "x-kubernetes-int-or-string",
 }
 
 
@@ -41,6 +41,9 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     if "$ref" in node:
         target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
         node = {**target, **node}
+    if node.get("x-kubernetes-int-or-string"):
+        node.pop("anyOf", None)  # int | str: Kubernetes' own marker says it
+        node.pop("type", None)
     if "anyOf" in node:
         variants = [v for v in node.pop("anyOf") if v.get("type") != "null"]
         if len(variants) != 1:
@@ -63,6 +66,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = value
     if "enum" in out and "type" not in out:
         out["type"] = "string"
+    if "default" in out and out["default"] is None:
+        del out["default"]  # absent is how Kubernetes says unset
     return out
 
 

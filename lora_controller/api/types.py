@@ -233,13 +233,18 @@ class DeploymentConfig(ApiModel):
 
 
 class ResourceRequirements(ApiModel):
-    memory: str | None = Field(
-        default=None, max_length=64,
-        description="Memory one adapter takes on a vLLM pod (a quantity such as 2Gi). Absent: the "
-        "size of its weight files, measured.",
-        json_schema_extra=_rules((
-            "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))", QUANTITY_MESSAGE
-        )),
+    memory: int | str | None = Field(
+        default=None,
+        description="Memory one adapter takes on a vLLM pod (a quantity such as 2Gi, or a number of "
+        "bytes). Absent: the size of its weight files, measured.",
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            **_rules((
+                "type(self) == int ? self > 0 : (size(self) <= 64 && isQuantity(self) && "
+                "quantity(self).isGreaterThan(quantity('0')))",
+                QUANTITY_MESSAGE,
+            )),
+        },
     )
 
 

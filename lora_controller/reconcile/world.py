@@ -101,6 +101,8 @@ def ownership(crs: Sequence[LoraAdapter], *, store_root: str, namespace: str,
 def adapter_memory(cr: LoraAdapter, adapter: DiscoveredAdapter) -> int:
     req = cr.spec.scheduling().resource_requirements
     if req is not None and req.memory:
+        if isinstance(req.memory, int):
+            return req.memory
         try:
             return parse_quantity(req.memory)
         except ValueError:

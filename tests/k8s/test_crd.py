@@ -91,6 +91,8 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "must be a Kubernetes quantity greater than zero, such as 512Mi or 2Gi"),
     ("memory zero", _with("spec.schedulingConfig", {"resourceRequirements": {"memory": "0"}}),
      "must be a Kubernetes quantity greater than zero"),
+    ("memory negative bytes", _with("spec.schedulingConfig", {"resourceRequirements": {"memory": -5}}),
+     "must be a Kubernetes quantity greater than zero"),
     ("empty adapter name", _source(type="local", repository="/m", adapters=[""]),
      "spec.adapterSource.adapters[0]: Invalid value"),
     ("adapter name with ..", _source(type="local", repository="/m", adapters=["ok", ".."]),
@@ -179,6 +181,17 @@ def test_valid_baseline_is_accepted(control_plane: ControlPlane, namespace: str)
     got = kubectl_json(control_plane, "get", "loraadapter", "-n", namespace, "x")
     # Server-side defaults from the schema.
     assert got["spec"]["adapterSource"]["maxAdapters"] == 100
+
+
+@pytest.mark.parametrize("memory", ["2Gi", "512M", 1073741824, "1e9"])
+def test_memory_as_quantity_or_bytes(control_plane: ControlPlane, namespace: str,
+                                     memory: str | int) -> None:
+    obj = _with("spec.schedulingConfig", {"resourceRequirements": {"memory": memory}})
+    kubectl(control_plane, "create", "-n", namespace, "-f", "-", input=json.dumps(obj))
+    got = LoraAdapter.model_validate(kubectl_json(control_plane, "get", "loraadapter", "-n",
+                                                  namespace, "x"))
+    req = got.spec.scheduling().resource_requirements
+    assert req is not None and req.memory == memory
 
 
 async def test_status_round_trips_and_spec_is_ignored_on_status(
