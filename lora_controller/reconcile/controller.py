@@ -233,7 +233,10 @@ class LoraController:
         pod = target_pod(obj)
         before = self._pods.get(pod.key)
         self._pods[pod.key] = pod
-        self.observer.track(pod)
+        if pod.served_models and pod.lora_enabled:
+            self.observer.track(pod)  # only vLLM servers with LoRA are worth reading
+        else:
+            self.observer.untrack(pod.key)
         if before is None or before != pod:
             self.runner.enqueue(pod.namespace)
 
