@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,6 +393,12 @@ class LoraController:
         )
         state.schedule = schedule
         state.wanted = wanted
+        # Forget what concerned pods that are gone (bounded memory under pod churn).
+        alive = {p.key for p in pods}
+        state.loaded_once = {k for k in state.loaded_once if k[0] in alive}
+        state.last_errors = {k: v for k, v in state.last_errors.items() if k[0] in alive}
+        state.backoff = {k: v for k, v in state.backoff.items()
+                         if k.split(":", 2)[1] in alive}
         by_name: dict[str, list[Wanted]] = {}
         for w in wanted.values():
             by_name.setdefault(w.adapter.name, []).append(w)
@@ -432,7 +437,7 @@ class LoraController:
             # Say Loading before the work, so status is true while it runs.
             await self._write_statuses(namespace, state, live, discoveries, schedule, wanted,
                                        conflicts, the_plan, [], stage_errors, executing=True)
-            outcomes = await self._execute(namespace, state, the_plan, pods, observed)
+            outcomes = await self._execute(state, the_plan, pods)
 
         # 8. Status per resource; finalizers of deleted resources.
         pending = await self._write_statuses(namespace, state, live, discoveries, schedule, wanted,
@@ -521,8 +526,7 @@ class LoraController:
         return errors
 
     async def _execute(
-        self, namespace: str, state: NamespaceState, the_plan: Plan, pods: list[TargetPod],
-        observed: dict[str, dict[str, str | None]],
+        self, state: NamespaceState, the_plan: Plan, pods: list[TargetPod],
     ) -> list[Outcome]:
         endpoints = {p.key: p.endpoint for p in pods if p.endpoint is not None}
         for action in the_plan.loads:
@@ -671,8 +675,6 @@ class LoraController:
                 if key in stage_errors:
                     failures.append(stage_errors[key])
                 wanted_replicas = len(placed) + (short.missing if short else 0)
-                if w.lazy:
-                    failures = [f for f in failures if "load on pod" not in f]
                 reports.append(AdapterReport(
                     name=w.adapter.name, desired_pods=placed, wanted_replicas=wanted_replicas,
                     confirmed_pods=tuple(sorted(confirmed)), failures=sorted(set(failures)),
@@ -842,6 +844,3 @@ def _release_freed_memory(now: float, *, every: float = 10.0) -> None:
     except (OSError, AttributeError):
         pass
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
