@@ -102,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
     if advertise:
         identity = f"{identity}@{advertise}"
     kube = await KubeClient.from_config(kubeconfig=args.kubeconfig)
-    session = create_session(limit_per_host=max(args.load_concurrency + 2, 4))
+    session = create_session(limit=256, limit_per_host=max(args.load_concurrency + 2, 4))
     vllm = VllmClient(session=session, timeout=args.vllm_timeout, load_timeout=args.load_timeout,
                       load_concurrency_per_pod=args.load_concurrency,
                       api_key=_read_secret_file(args.vllm_api_key_file))

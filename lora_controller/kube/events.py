@@ -9,6 +9,7 @@ floods the API server. Recording never raises: an event that cannot be written i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -75,7 +76,8 @@ class EventRecorder:
         meta = regarding.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
         note = note[:NOTE_MAX]
-        key = (str(meta.get("uid", "")), type, reason, action, note)
+        digest = hashlib.blake2b(note.encode(), digest_size=12).hexdigest()
+        key = (str(meta.get("uid", "")), type, reason, action, digest)  # small, whatever the note
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:
             async with lock, self._writes:

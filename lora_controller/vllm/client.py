@@ -54,14 +54,20 @@ LATENCY = Histogram(
 )
 
 
-def create_session(*, limit: int = 256, limit_per_host: int = 8, keepalive_timeout: float = 30.0) -> aiohttp.ClientSession:
-    """The controller's one session for all pods: bounded connections, no cookies, no env proxies."""
+def create_session(*, limit: int = 256, limit_per_host: int = 8, keepalive_timeout: float = 10.0) -> aiohttp.ClientSession:
+    """The controller's one session for all pods: bounded connections, no cookies, no env proxies.
+
+    vLLM's answers are small (a model list, a line of text), so each connection reads through a
+    16 KiB buffer instead of aiohttp's 64 KiB: with hundreds of pods that is the difference between
+    a few and a dozen MiB; longer answers still stream, in more reads. Idle connections close after
+    `keepalive_timeout` (a burst of loads reuses them; the next poll of a pod rarely would)."""
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host, keepalive_timeout=keepalive_timeout)
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
         raise_for_status=False,
+        read_bufsize=16 * 1024,
     )
 
 
