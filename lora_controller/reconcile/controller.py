@@ -668,6 +668,7 @@ class LoraController:
                 short = schedule.unplaced.get(key)
                 if short is not None:
                     failures.append(short.message)
+                    failures.extend(self._unusable_pod_hints(w))
                 if key in state.preempted:
                     p = state.preempted[key]
                     failures.append(f"preempted on pod {p.pod.split('/', 1)[-1]} by "
@@ -710,6 +711,30 @@ class LoraController:
         await asyncio.gather(*(write_one(cr, st) for cr, st in writes))
         self._phase_metrics()
         return any_pending
+
+    def _unusable_pod_hints(self, w: Wanted) -> list[str]:
+        """Why pods that the resource selects, and that serve its base model, take no adapter:
+        said once, so a person knows which setting of which pod to fix."""
+        from lora_controller.reconcile.pods import selector_matches
+
+        hints = []
+        selector = w.cr.spec.deployment().pod_selector
+        for pod in self.pods(w.cr.metadata.namespace):
+            if pod.usable or not pod.serves(w.cr.spec.base_model) or not selector_matches(
+                    selector, pod.labels):
+                continue
+            if pod.problem:
+                why = pod.problem
+            elif not pod.lora_enabled:
+                why = "its vLLM runs without --enable-lora"
+            elif not pod.runtime_updates:
+                why = "its vLLM container does not set VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+            elif not pod.ready or pod.ip is None:
+                why = "it is not Ready"
+            else:
+                why = "it is being deleted"
+            hints.append(f"pod {pod.name} takes no adapter: {why}")
+        return hints[:3]
 
     def _phase_metrics(self) -> None:
         counts: dict[str, int] = {}

@@ -162,3 +162,24 @@ async def test_each_resource_lands_only_on_pods_its_selector_matches(
         "podSelector": {"matchLabels": {"tier": "bronze"}}}))
     status = await cluster.wait_status("bronze", lambda s: s.get("phase") == "Failed", what="Failed")
     assert "podSelector" in status["failedAdapters"][0]["reason"], status["failedAdapters"]
+
+
+async def test_a_pod_without_runtime_updates_is_named_in_the_reason(
+    cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
+) -> None:
+    from lora_controller.devenv.simpods import pod_manifest, set_pod_status
+    from lora_controller.kube.resources import PODS
+
+    root = write_adapters(tmp_path / "a", ["lora-a"])
+    body = pod_manifest("vllm-static", port=18000, model="tiny-llama",
+                        labels={"lora-enabled": "true", "model": "tiny-llama"})
+    body["spec"]["containers"][0]["env"] = []  # VLLM_ALLOW_RUNTIME_LORA_UPDATING not set
+    await cluster.kube.create(PODS, body, namespace=cluster.namespace)
+    await set_pod_status(cluster.kube, cluster.namespace, "vllm-static")
+    ctl = start_controller()
+    await ctl.wait_ready()
+    await cluster.apply("x", local_spec(root))
+    status = await cluster.wait_status("x", lambda s: s.get("phase") == "Failed", what="Failed")
+    reason = status["failedAdapters"][0]["reason"]
+    assert "pod vllm-static takes no adapter" in reason, reason
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" in reason, reason
