@@ -126,6 +126,7 @@ class LoraController:
             "loraadapter", reconcile=self.reconcile, workers=config.workers, clock=self.clock)
         self.namespaces: dict[str, NamespaceState] = {}
         self._pods: dict[str, TargetPod] = {}  # pod key -> what we know of it
+        self._parsed_crs: dict[str, tuple[str, LoraAdapter]] = {}  # key -> (resourceVersion, cr)
         self._tasks: list[asyncio.Task[None]] = []
         self._bg: set[asyncio.Task[None]] = set()
 
@@ -137,7 +138,7 @@ class LoraController:
         for ns in namespaces:
             inf = self.factory.informer(LORA_ADAPTERS, namespace=ns)
             inf.add_event_handler(on_add=self._on_cr, on_update=self._on_cr_update,
-                                  on_delete=self._on_cr)
+                                  on_delete=self._on_cr_delete)
             self.cr_informers.append(inf)
             inf.start()
         for inf in self.cr_informers:
@@ -168,6 +169,11 @@ class LoraController:
     # -- event handlers: map events to namespaces --------------------------------------------
     def _on_cr(self, obj: JSON) -> None:
         self.runner.enqueue(obj["metadata"]["namespace"])
+
+    def _on_cr_delete(self, obj: JSON) -> None:
+        meta = obj["metadata"]
+        self._parsed_crs.pop(f"{meta['namespace']}/{meta['name']}", None)
+        self._on_cr(obj)
 
     def _on_cr_update(self, old: JSON, new: JSON) -> None:
         om, nm = old.get("metadata", {}), new.get("metadata", {})
@@ -264,11 +270,23 @@ class LoraController:
 
     # -- reads for the router API -------------------------------------------------------------
     def crs(self, namespace: str | None = None) -> list[LoraAdapter]:
+        """The cached resources, parsed once per resourceVersion (treat them as read-only)."""
         out: list[LoraAdapter] = []
         for inf in self.cr_informers:
             objs = inf.store.by_index("namespace", namespace) if namespace else inf.store.list()
-            out.extend(LoraAdapter.model_validate(o) for o in objs)
+            out.extend(self._parsed(o) for o in objs)
         return sorted(out, key=lambda c: c.key)
+
+    def _parsed(self, obj: JSON) -> LoraAdapter:
+        meta = obj.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        version = str(meta.get("resourceVersion", ""))
+        hit = self._parsed_crs.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        cr = LoraAdapter.model_validate(obj)
+        self._parsed_crs[key] = (version, cr)
+        return cr
 
     def pods(self, namespace: str | None = None) -> list[TargetPod]:
         return sorted((p for p in self._pods.values() if namespace in (None, p.namespace)),
