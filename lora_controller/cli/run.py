@@ -41,6 +41,8 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Numeric defaults are strings on purpose: argparse converts a string default with the flag's
+    `type`, so a bad environment value is refused like a bad flag."""
     a = parser.add_argument
     a("--kubeconfig", default=_env("kubeconfig") or os.environ.get("KUBECONFIG"),
       help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
@@ -55,24 +57,24 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
       default=_env_bool("leader_elect", True), help="elect one active replica through a Lease")
     a("--lease-name", default=_env("lease_name", "lora-controller"))
     a("--lease-namespace", default=_env("lease_namespace") or os.environ.get("POD_NAMESPACE") or "default")
-    a("--lease-duration", type=float, default=float(_env("lease_duration", "15") or 15),
+    a("--lease-duration", type=float, default=_env("lease_duration", "15"),
       help="seconds a leader's Lease is valid without renewal")
-    a("--renew-deadline", type=float, default=float(_env("renew_deadline", "10") or 10),
+    a("--renew-deadline", type=float, default=_env("renew_deadline", "10"),
       help="seconds the leader keeps trying to renew before it stops acting")
-    a("--retry-period", type=float, default=float(_env("retry_period", "2") or 2),
+    a("--retry-period", type=float, default=_env("retry_period", "2"),
       help="seconds between leader-election attempts")
-    a("--workers", type=int, default=int(_env("workers", "4") or 4), help="concurrent reconciles")
-    a("--resync", type=float, default=float(_env("resync", "300") or 300),
+    a("--workers", type=int, default=_env("workers", "4"), help="concurrent reconciles")
+    a("--resync", type=float, default=_env("resync", "300"),
       help="seconds between full re-checks of every resource")
-    a("--poll-interval", type=float, default=float(_env("poll_interval", "10") or 10),
+    a("--poll-interval", type=float, default=_env("poll_interval", "10"),
       help="seconds between reads of each pod's /v1/models (jittered)")
-    a("--discovery-ttl", type=float, default=float(_env("discovery_ttl", "300") or 300),
+    a("--discovery-ttl", type=float, default=_env("discovery_ttl", "300"),
       help="seconds a source listing is reused before it is read again")
-    a("--load-concurrency", type=int, default=int(_env("load_concurrency", "4") or 4),
+    a("--load-concurrency", type=int, default=_env("load_concurrency", "4"),
       help="concurrent adapter loads per pod")
-    a("--vllm-timeout", type=float, default=float(_env("vllm_timeout", "10") or 10),
+    a("--vllm-timeout", type=float, default=_env("vllm_timeout", "10"),
       help="timeout of vLLM calls other than loads (seconds)")
-    a("--load-timeout", type=float, default=float(_env("load_timeout", "120") or 120),
+    a("--load-timeout", type=float, default=_env("load_timeout", "120"),
       help="timeout of one adapter load (seconds)")
     a("--vllm-api-key-file", default=_env("vllm_api_key_file"),
       help="file holding the vLLM pods' API key (--api-key), sent as a bearer token")

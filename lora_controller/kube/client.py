@@ -14,7 +14,6 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import quote
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
@@ -288,6 +287,3 @@ class KubeClient:
         finally:
             resp.close()  # a watch is never reused: drop the connection
 
-
-def quote_path(segment: str) -> str:
-    return quote(segment, safe="")

@@ -43,7 +43,6 @@ class ResourceKind:
 PODS = ResourceKind("", "v1", "pods", "Pod")
 SECRETS = ResourceKind("", "v1", "secrets", "Secret")
 NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", namespaced=False)
-SERVICE_ACCOUNTS = ResourceKind("", "v1", "serviceaccounts", "ServiceAccount")
 LEASES = ResourceKind("coordination.k8s.io", "v1", "leases", "Lease")
 EVENTS = ResourceKind("events.k8s.io", "v1", "events", "Event")
 LORA_ADAPTERS = ResourceKind(GROUP, VERSION, PLURAL, KIND)
@@ -58,9 +57,3 @@ def object_key(obj: dict[str, object]) -> str:
     name = str(meta.get("name", ""))
     return f"{ns}/{name}" if ns else name
 
-
-def split_key(key: str) -> tuple[str | None, str]:
-    if "/" in key:
-        ns, name = key.split("/", 1)
-        return ns, name
-    return None, key

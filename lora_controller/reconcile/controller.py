@@ -31,10 +31,11 @@ from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState
 from lora_controller.reconcile.executing import Executor, Outcome
 from lora_controller.reconcile.observing import Observer
 from lora_controller.reconcile.planning import DesiredAdapter, Load, Plan, Unload, plan
-from lora_controller.reconcile.pods import TargetPod, target_pod
+from lora_controller.reconcile.pods import TargetPod, selector_matches, target_pod
 from lora_controller.reconcile.status import AdapterReport, SourceProblem, compute_status
 from lora_controller.reconcile.world import (
     Wanted,
+    adapter_memory,
     capacities,
     demands,
     ownership,
@@ -512,8 +513,6 @@ class LoraController:
 
     @staticmethod
     def _overlap(a: LoraAdapter, b: LoraAdapter, pods: list[TargetPod]) -> bool:
-        from lora_controller.reconcile.pods import selector_matches
-
         sa, sb = a.spec.deployment().pod_selector, b.spec.deployment().pod_selector
         for p in pods:
             if selector_matches(sa, p.labels) and selector_matches(sb, p.labels) and (
@@ -628,8 +627,6 @@ class LoraController:
 
     def _record_usage(self, schedule: Schedule, wanted: dict[AdapterKey, Wanted],
                       pods: list[TargetPod]) -> None:
-        from lora_controller.reconcile.world import adapter_memory
-
         for pod in pods:
             keys = schedule.get_pod_adapters(PodKey(pod.key))
             POD_SLOTS_USED.labels(pod.key).set(len(keys))
@@ -733,8 +730,6 @@ class LoraController:
     def _unusable_pod_hints(self, w: Wanted) -> list[str]:
         """Why pods that the resource selects, and that serve its base model, take no adapter:
         said once, so a person knows which setting of which pod to fix."""
-        from lora_controller.reconcile.pods import selector_matches
-
         hints = []
         selector = w.cr.spec.deployment().pod_selector
         for pod in self.pods(w.cr.metadata.namespace):

@@ -13,7 +13,7 @@ line cannot say comes from annotations:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,6 @@ from lora_controller.vllm.serve_args import (
     ServeArgsError,
     VllmServeConfig,
     parse_serve_args,
-    runtime_updating_from_env,
 )
 
 JSON = dict[str, Any]
@@ -186,10 +185,6 @@ def target_pod(pod: JSON) -> TargetPod:
     )
 
 
-def runtime_updates_from_env(value: str | None) -> bool:
-    return runtime_updating_from_env(value)
-
-
 # -- label selectors (metav1.LabelSelector semantics) ------------------------------------------
 def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
     """Whether labels satisfy a LabelSelector; None (no selector) matches everything."""
@@ -228,6 +223,3 @@ def selector_string(selector: LabelSelector | None) -> str:
             parts.append(f"!{req.key}")
     return ",".join(parts)
 
-
-def served_models_of(pods: Sequence[TargetPod]) -> set[str]:
-    return {m for p in pods for m in p.served_models}
