@@ -81,7 +81,7 @@ def large_instance(
                 rank=rank,
                 priority=rng.choice([0, 0, 0, 10, 10, 100]),
                 preemption_policy=(
-                    PreemptionPolicy.NEVER if rng.random() < 0.2 else PreemptionPolicy.LOWER_PRIORITY
+                    PreemptionPolicy.NONE if rng.random() < 0.2 else PreemptionPolicy.LOWER_PRIORITY
                 ),
                 replicas=None if j < 5 else rng.choice([1, 1, 2, 3]),
                 eligible_pods=per_cr[cr],

@@ -2,32 +2,31 @@
 
 Capacity and priorities are global across the LoraAdapters of a namespace (pods belong to one
 namespace, and a resource selects pods in its own namespace), so the controller places a whole
-namespace at once. This module builds the scheduler's input from the resources, their discoveries,
-the pods and what the pods report, and decides which adapters on a pod are ours:
+namespace at once; the scheduler knows pods by name. This module builds the scheduler's input from
+the resources, their discoveries, the pods and what the pods report, and decides which adapters
+on a pod are ours:
 
 - an adapter is **ours** (managed) when its `root` lies under the adapter store, or under the
   local repository of one of the namespace's resources, or when a resource's status records it on
   that pod; the owner is the resource that declares that name (or recorded it);
 - everything else on a pod is **foreign** (`--lora-modules`, loaded by hand): it takes a slot and
   is never moved, reloaded or unloaded.
+
+Paths are normalised before they are compared, so `STORE/ns/x/../../etc` is not under the store.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from lora_controller.api.types import LoraAdapter, PreemptionPolicy, SourceType
+from lora_controller.api.types import LoraAdapter, SourceType
 from lora_controller.core.quantity import parse_quantity
 from lora_controller.reconcile.pods import TargetPod, selector_matches
-from lora_controller.scheduler.model import (
-    AdapterDemand,
-    AdapterKey,
-    PodCapacity,
-    PodKey,
-)
-from lora_controller.scheduler.model import PreemptionPolicy as SchedPolicy
+from lora_controller.reconcile.refs import CrRef, PodRef
+from lora_controller.scheduler.model import AdapterDemand, AdapterKey, PodCapacity, PodKey
 from lora_controller.sources.model import DiscoveredAdapter
 
 
@@ -45,17 +44,23 @@ class Wanted:
         return AdapterKey(self.cr.metadata.namespace, self.cr.metadata.name, self.adapter.name)
 
     @property
+    def ref(self) -> CrRef:
+        return CrRef(self.cr.metadata.namespace, self.cr.metadata.name)
+
+    @property
     def lazy(self) -> bool:
         return not self.cr.spec.deployment().load_on_startup
 
 
-def _under(path: str | None, root: str) -> bool:
+def _parts_under(path: str | None, root: str) -> tuple[str, ...] | None:
+    """The parts of normalised `path` below normalised `root`, or None when it is not below."""
     if not path or not root:
-        return False
-    try:
-        return PurePosixPath(path).is_relative_to(PurePosixPath(root))
-    except ValueError:
-        return False
+        return None
+    normal = PurePosixPath(posixpath.normpath(path))
+    base = PurePosixPath(posixpath.normpath(root))
+    if not normal.is_relative_to(base):
+        return None
+    return normal.relative_to(base).parts
 
 
 @dataclass
@@ -65,21 +70,26 @@ class Ownership:
     store_root: str
     namespace: str
     local_roots: dict[str, str] = field(default_factory=dict)  # cr name -> local repository
-    names: dict[str, str] = field(default_factory=dict)  # adapter name -> owning cr key
-    recorded: dict[tuple[str, str], str] = field(default_factory=dict)  # (pod name, adapter) -> cr key
+    names: dict[str, CrRef] = field(default_factory=dict)  # adapter name -> owning resource
+    recorded: dict[tuple[str, str], CrRef] = field(default_factory=dict)  # (pod name, adapter)
 
-    def owner(self, pod_key: str, name: str, root: str | None) -> str | None:
-        pod_name = pod_key.split("/", 1)[-1]
-        if (pod_name, name) in self.recorded:
-            return self.recorded[(pod_name, name)]
-        if _under(root, self.store_root):
-            parts = PurePosixPath(root or "").relative_to(PurePosixPath(self.store_root)).parts
+    @property
+    def unknown(self) -> CrRef:
+        """The owner of an adapter under the store that no resource declares any more."""
+        return CrRef(self.namespace, "")
+
+    def owner(self, pod: PodRef, name: str, root: str | None) -> CrRef | None:
+        recorded = self.recorded.get((pod.name, name))
+        if recorded is not None:
+            return recorded
+        parts = _parts_under(root, self.store_root)
+        if parts is not None:
             if len(parts) >= 2 and parts[0] == self.namespace:
-                return f"{self.namespace}/{parts[1]}"
-            return self.names.get(name, "")
+                return CrRef(self.namespace, parts[1])
+            return self.names.get(name, self.unknown)
         for cr, local in self.local_roots.items():
-            if _under(root, local):
-                return f"{self.namespace}/{cr}"
+            if _parts_under(root, local) is not None:
+                return CrRef(self.namespace, cr)
         return None
 
 
@@ -92,9 +102,9 @@ def ownership(crs: Sequence[LoraAdapter], *, store_root: str, namespace: str,
             own.local_roots[cr.metadata.name] = src.repository
         for assignment in (cr.status.pod_assignments if cr.status else []):
             for name in assignment.adapters:
-                own.recorded.setdefault((assignment.pod, name), cr.key)
+                own.recorded.setdefault((assignment.pod, name), CrRef.of(cr))
     for w in wanted:
-        own.names.setdefault(w.adapter.name, w.cr.key)
+        own.names.setdefault(w.adapter.name, w.ref)
     return own
 
 
@@ -110,29 +120,33 @@ def adapter_memory(cr: LoraAdapter, adapter: DiscoveredAdapter) -> int:
     return adapter.weights_bytes
 
 
+def eligible_pods(cr: LoraAdapter, pods: Sequence[TargetPod]) -> frozenset[PodKey]:
+    """The pods a resource may use: its podSelector matches and they serve its base model."""
+    selector = cr.spec.deployment().pod_selector
+    return frozenset(PodKey(p.name) for p in pods
+                     if p.serves(cr.spec.base_model) and selector_matches(selector, p.labels))
+
+
 def demands(wanted: Sequence[Wanted], pods: Sequence[TargetPod]) -> list[AdapterDemand]:
-    """Scheduler demands: each adapter with its resource's priority, policy, replicas and pods."""
+    """Scheduler demands: each adapter with its resource's priority, policy, replicas and pods.
+
+    One eligible set object per resource: the scheduler caches its pod lists per set object."""
     out: list[AdapterDemand] = []
-    eligible_cache: dict[str, frozenset[PodKey]] = {}
+    eligible: dict[CrRef, frozenset[PodKey]] = {}
     for w in wanted:
         cr = w.cr
         sched = cr.spec.scheduling()
-        dep = cr.spec.deployment()
-        if cr.key not in eligible_cache:
-            eligible_cache[cr.key] = frozenset(
-                PodKey(p.key) for p in pods
-                if p.serves(cr.spec.base_model) and selector_matches(dep.pod_selector, p.labels)
-            )
+        if w.ref not in eligible:
+            eligible[w.ref] = eligible_pods(cr, pods)
         out.append(AdapterDemand(
             key=w.key,
             base_model=cr.spec.base_model,
             memory_bytes=adapter_memory(cr, w.adapter),
             rank=w.adapter.rank,
             priority=sched.priority,
-            preemption_policy=(SchedPolicy.NEVER if sched.preemption_policy is PreemptionPolicy.NONE
-                               else SchedPolicy.LOWER_PRIORITY),
-            replicas=dep.replicas,
-            eligible_pods=eligible_cache[cr.key],
+            preemption_policy=sched.preemption_policy,
+            replicas=cr.spec.deployment().replicas,
+            eligible_pods=eligible[w.ref],
         ))
     return out
 
@@ -145,16 +159,12 @@ def pod_base_model(pod: TargetPod, wanted_models: set[str]) -> str:
     return pod.served_models[0] if pod.served_models else ""
 
 
-def capacities(
-    pods: Sequence[TargetPod],
-    *,
-    wanted_models: set[str],
-    foreign: Mapping[str, int],
-) -> list[PodCapacity]:
-    """Scheduler pods: LoRA limits from the command line, foreign adapters reserved."""
+def capacities(pods: Sequence[TargetPod], *, wanted_models: set[str],
+               foreign: Mapping[str, int]) -> list[PodCapacity]:
+    """Scheduler pods: LoRA limits from the command line, foreign adapters (per pod name) reserved."""
     return [
         PodCapacity(
-            key=PodKey(p.key),
+            key=PodKey(p.name),
             base_model=pod_base_model(p, wanted_models),
             adapter_slots=p.slots,
             max_lora_rank=p.max_lora_rank,
@@ -162,7 +172,7 @@ def capacities(
             ready=p.usable,
             node=p.node,
             zone=p.zone,
-            reserved_slots=min(foreign.get(p.key, 0), p.slots),
+            reserved_slots=min(foreign.get(p.name, 0), p.slots),
         )
         for p in pods
         if p.served_models and p.lora_enabled

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple, NewType
 
+# `schedulingConfig.preemptionPolicy` of the CRD, one vocabulary for the API and the scheduler:
+# LOWER_PRIORITY may evict adapters of strictly lower priority to make room, NONE never evicts.
+from lora_controller.api.types import PreemptionPolicy as PreemptionPolicy
+
 PodKey = NewType("PodKey", str)
 """A pod's identity as the reconciler names it (for example `namespace/name`); opaque here."""
 
@@ -35,15 +39,6 @@ class AdapterKey(NamedTuple):
 
 Placement = Mapping[AdapterKey, tuple[PodKey, ...]]
 """Which pods hold (or should hold) each adapter. An absent key and an empty tuple mean the same."""
-
-
-class PreemptionPolicy(enum.StrEnum):
-    """`schedulingConfig.preemptionPolicy` of the CRD."""
-
-    LOWER_PRIORITY = "LowerPriority"
-    """May evict adapters of strictly lower priority to make room."""
-    NEVER = "None"
-    """Never evicts anything."""
 
 
 class Strategy(enum.StrEnum):

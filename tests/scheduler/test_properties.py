@@ -282,4 +282,4 @@ def _follow_pods(
 
 def test_policies_cover_both() -> None:
     # The strategies above draw both policies; keep that true if someone edits them.
-    assert set(PreemptionPolicy) == {PreemptionPolicy.LOWER_PRIORITY, PreemptionPolicy.NEVER}
+    assert set(PreemptionPolicy) == {PreemptionPolicy.LOWER_PRIORITY, PreemptionPolicy.NONE}

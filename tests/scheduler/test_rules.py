@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lora_controller.api.types import PreemptionPolicy as ApiPolicy
+from lora_controller.api.types import SchedulingConfig
 from lora_controller.scheduler import (
     AdapterDemand,
     PodCapacity,
@@ -16,7 +18,7 @@ from lora_controller.scheduler import (
 )
 from tests.scheduler.cluster import GI, MI, adapter, check, key, pod
 
-NONE = PreemptionPolicy.NEVER
+NONE = PreemptionPolicy.NONE
 
 
 # -- capacity -------------------------------------------------------------------------------------
@@ -217,6 +219,20 @@ def test_policy_none_never_evicts() -> None:
     assert result.placement[key("low")] == ("p0",)
     assert result.preemptions == ()
     assert "preemptionPolicy None" in result.unplaced[key("high")].reasons[0]
+
+
+@pytest.mark.parametrize(("wire", "evicts"), [("LowerPriority", True), ("None", False)])
+def test_policy_parsed_from_a_resource_is_honoured_as_is(wire: str, evicts: bool) -> None:
+    # One vocabulary: the CR's parsed policy goes to the scheduler without a translation.
+    policy = SchedulingConfig.model_validate({"preemptionPolicy": wire}).preemption_policy
+    assert PreemptionPolicy is ApiPolicy and policy is PreemptionPolicy(wire)
+    pods = [pod("p0", slots=1)]
+    adapters = [adapter("low", priority=0), adapter("high", priority=100, policy=policy)]
+    current = {key("low"): (PodKey("p0"),)}
+    result = schedule(adapters, pods, current)
+    check(adapters, pods, result, current)
+    assert result.placement[key("high")] == (("p0",) if evicts else ())
+    assert len(result.preemptions) == (1 if evicts else 0)
 
 
 def test_equal_priority_is_never_evicted() -> None:
