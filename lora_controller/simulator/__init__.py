@@ -2,12 +2,8 @@
 
 from lora_controller.simulator.config import FaultKnobs, PodConfig
 from lora_controller.simulator.fleet import SimulatedFleet
-from lora_controller.simulator.pod import (
-    LoadEvent,
-    RegisteredAdapter,
-    SimulatedPod,
-    SimulatorStartError,
-)
+from lora_controller.simulator.pod import SimulatedPod
+from lora_controller.simulator.registry import LoadEvent, RegisteredAdapter, SimulatorStartError
 
 __all__ = [
     "FaultKnobs",

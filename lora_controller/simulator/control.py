@@ -3,20 +3,18 @@
 `GET /_sim/state` (registered adapters in order, load log, most concurrent loads, request counts,
 knobs), `GET|POST /_sim/faults` (read or change fault knobs), `POST /_sim/restart` (`{"downtime": s}`:
 forget runtime-loaded adapters, drop connections), `POST /_sim/reset-stats`. A real vLLM has no such
-routes; turn them off with `--no-control-endpoint`.
+routes; turn them off with `--no-control-endpoint`. The fleet routes `/_sim/` requests here.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from lora_controller.simulator.pod import SimulatedPod
 from lora_controller.simulator.responses import json_response, not_found
-
-if TYPE_CHECKING:
-    from lora_controller.simulator.pod import SimulatedPod
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
@@ -43,10 +41,7 @@ async def handle_control(pod: SimulatedPod, request: web.Request) -> web.StreamR
         if path == "/_sim/restart" and method == "POST":
             downtime = float((await _json(request)).get("downtime", 0.0))
 
-            async def later() -> None:
-                await pod.restart(downtime=downtime)
-
-            pod.spawn(later())
+            pod.spawn(pod.restart(downtime=downtime))
             return json_response({"restarting": True, "downtime": downtime}, status=202)
         if path == "/_sim/reset-stats" and method == "POST":
             pod.reset_stats()

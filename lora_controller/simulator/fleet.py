@@ -3,6 +3,8 @@
 A benchmark simulates hundreds or thousands of pods on loopback ports; one app per pod would cost a
 runner each, so the fleet shares a single runner and dispatches each request to the pod owning the
 local address it arrived on. Stopping or restarting a pod closes only its sockets and connections.
+The fleet owns its pods: it answers the simulator's control routes (`/_sim/`, module `control`) on
+each pod's port before handing other requests to the pod, and is the `PodHost` a pod restarts on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from lora_controller.simulator.config import PodConfig
+from lora_controller.simulator.control import handle_control
 from lora_controller.simulator.pod import SimulatedPod
 from lora_controller.simulator.responses import json_response
 
@@ -69,6 +72,9 @@ class SimulatedFleet:
             pod = self._by_address.get((sockname[0], sockname[1])) or self._by_port.get(sockname[1])
         if pod is None:
             return json_response({"detail": "Not Found"}, status=404)
+        pod.track(request.transport)
+        if request.path.startswith("/_sim/") and pod.config.control_endpoint:
+            return await handle_control(pod, request)
         return await pod.handle(request)
 
     async def add_pod(self, config: PodConfig, *, host: str = "127.0.0.1", port: int = 0) -> SimulatedPod:
@@ -87,13 +93,11 @@ class SimulatedFleet:
         return [await self.add_pod(c, host=host, port=p) for c, p in zip(config_list, port_list, strict=True)]
 
     async def attach(self, pod: SimulatedPod, *, host: str, port: int) -> None:
-        """Start serving `pod` on host:port (used by `add_pod`, `SimulatedPod.start` and restarts)."""
+        """Start serving `pod` on host:port (used by `add_pod` and by the pod's restarts)."""
         await self.start()
         assert self._runner is not None
-        pod._fleet = self
-        if not pod.static_loaded:
-            await pod.load_static_adapters()
-            pod.static_loaded = True
+        pod.host = self
+        await pod.load_static_adapters()
         sock = _bind(host, port)
         bound = sock.getsockname()
         site = web.SockSite(self._runner, sock)
@@ -118,6 +122,7 @@ class SimulatedFleet:
 
     async def remove_pod(self, pod: SimulatedPod) -> None:
         """Stop `pod` for good."""
+        pod.cancel_tasks()
         await self.detach(pod)
         if pod in self.pods:
             self.pods.remove(pod)
@@ -125,6 +130,7 @@ class SimulatedFleet:
     async def stop(self) -> None:
         """Stop every pod and the runner."""
         for pod in list(self.pods):
+            pod.cancel_tasks()
             await self.detach(pod)
         self.pods.clear()
         if self._runner is not None:

@@ -15,7 +15,7 @@ import structlog
 
 from lora_controller.simulator.config import config_from_args
 from lora_controller.simulator.fleet import SimulatedFleet
-from lora_controller.simulator.pod import SimulatorStartError
+from lora_controller.simulator.registry import SimulatorStartError
 
 log = structlog.get_logger(__name__)
 
