@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,7 @@ from lora_controller.sources.errors import (
     InvalidAdapterConfig,
     NoAdaptersMatch,
     SourceError,
+    redact,
 )
 from lora_controller.sources.local import LocalSource
 from lora_controller.sources.model import (
@@ -158,11 +160,12 @@ async def _discover(
             raise NoAdaptersMatch(f"{where} holds no folder with {CONFIG_FILE}")
         sem = asyncio.Semaphore(max(1, options.concurrency))
         endpoint = reader.endpoint
+        secrets = credentials.secrets() if credentials else ()
 
         async def inspect(name: str, cand: Candidate) -> DiscoveredAdapter | AdapterError:
             async with sem:
                 return await _inspect(
-                    reader, name, cand, spec=spec, endpoint=endpoint,
+                    reader, name, cand, spec=spec, endpoint=endpoint, secrets=secrets,
                 )
 
         results = await asyncio.gather(
@@ -193,32 +196,61 @@ async def _inspect(
     *,
     spec: LoraAdapterSpec,
     endpoint: str | None,
+    secrets: tuple[str, ...] = (),
 ) -> DiscoveredAdapter | AdapterError:
-    """Resolve one chosen candidate, read and check its config; per-adapter errors returned."""
-    source = spec.adapter_source
+    """One chosen candidate, checked; whatever goes wrong is this adapter's failure alone.
+
+    This is the per-adapter boundary: a SourceError that is not retryable, and any other error
+    (a config that crashes a parser, a reader's bug), becomes an AdapterError of this adapter, so
+    the other adapters of the source are still discovered. Retryable errors (the source went away)
+    fail the whole discovery, so no adapter is dropped because of a blip.
+    """
     try:
-        cand = await reader.resolve(cand)
-        files = cand.files or ()
-        if not any(f.is_weights for f in files):
-            return AdapterError(
-                name=name, reason=ADAPTER_WEIGHTS_MISSING, location=cand.location,
-                message=f"{cand.location} has no weight file (adapter_model.safetensors or .bin)",
-            )
-        raw = await reader.read_file(cand, CONFIG_FILE)
-        try:
-            config = parse_adapter_config(raw)
-        except InvalidAdapterConfig as exc:
-            raise InvalidAdapterConfig(f"{cand.location}/{CONFIG_FILE}: {exc.message}") from None
-        if not base_model_matches(config.base_model_name_or_path, spec.base_model):
-            raise BaseModelMismatch(
-                f"{cand.location} was trained for {config.base_model_name_or_path!r}, but "
-                f"spec.baseModel is {spec.base_model!r}"
-            )
+        return await _examine(reader, name, cand, spec=spec, endpoint=endpoint)
     except SourceError as exc:
         if exc.retryable:
             raise
         return AdapterError(name=name, reason=exc.reason, message=exc.message,
                             location=cand.location)
+    except Exception as exc:
+        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "", secrets)
+        detail = f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+        log.warning("sources.inspect_failed", location=cand.location, error=detail,
+                    where="".join(traceback.format_tb(exc.__traceback__)[-2:]))
+        return AdapterError(
+            name=name, reason=InvalidAdapterConfig.reason, location=cand.location,
+            message=f"{cand.location}: reading the adapter failed ({detail}); check its "
+            f"{CONFIG_FILE} and files",
+        )
+
+
+async def _examine(
+    reader: SourceReader,
+    name: str,
+    cand: Candidate,
+    *,
+    spec: LoraAdapterSpec,
+    endpoint: str | None,
+) -> DiscoveredAdapter | AdapterError:
+    """Resolve one candidate, read and check its config (raises for a problem)."""
+    source = spec.adapter_source
+    cand = await reader.resolve(cand)
+    files = cand.files or ()
+    if not any(f.is_weights for f in files):
+        return AdapterError(
+            name=name, reason=ADAPTER_WEIGHTS_MISSING, location=cand.location,
+            message=f"{cand.location} has no weight file (adapter_model.safetensors or .bin)",
+        )
+    raw = await reader.read_file(cand, CONFIG_FILE)
+    try:
+        config = parse_adapter_config(raw)
+    except InvalidAdapterConfig as exc:
+        raise InvalidAdapterConfig(f"{cand.location}/{CONFIG_FILE}: {exc.message}") from None
+    if not base_model_matches(config.base_model_name_or_path, spec.base_model):
+        raise BaseModelMismatch(
+            f"{cand.location} was trained for {config.base_model_name_or_path!r}, but "
+            f"spec.baseModel is {spec.base_model!r}"
+        )
     ids_complete = all(f.sha256 or f.etag or f.mtime_ns is not None for f in files)
     fallback = "" if ids_complete else (cand.revision or "")
     return DiscoveredAdapter(

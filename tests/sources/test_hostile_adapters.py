@@ -1,0 +1,96 @@
+"""Hostile adapter folders: one bad adapter is that adapter's failure, never the whole discovery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lora_controller.sources.adapter_config import parse_adapter_config
+from lora_controller.sources.discovery import _inspect, discover
+from lora_controller.sources.errors import InvalidAdapterConfig
+from lora_controller.sources.model import (
+    AdapterFile,
+    Candidate,
+    DiscoveredAdapter,
+    SourceOptions,
+)
+from tests.sources.helpers import spec
+from tests.support.adapters import adapter_config, write_adapter
+
+DEEP = b"[" * 1100 + b"]" * 1100
+HUGE_R = ('{"r": ' + "9" * 5000 + ', "lora_alpha": 16, "target_modules": ["q_proj"]}').encode()
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    (DEEP, "nested deeper than"),
+    (b'{"a": ' + b"[" * 1100 + b"]" * 1100 + b"}", "nested deeper than"),
+    (HUGE_R, "'r' must be a positive integer, found a 5000-digit number"),
+    (json.dumps({**adapter_config(), "lora_alpha": 1e400}).encode(), "lora_alpha"),
+    (b'{"r": 8, "lora_alpha": NaN, "target_modules": ["q"]}', "lora_alpha"),
+    (json.dumps({**adapter_config(), "x": "\ud800"}).encode(), ""),
+])
+def test_hostile_configs_are_invalid_not_crashes(data: bytes, needle: str) -> None:
+    try:
+        cfg = parse_adapter_config(data)
+    except InvalidAdapterConfig as exc:
+        assert needle in exc.message
+        assert len(exc.message) < 400
+    else:  # only the lone-surrogate case may parse: it is valid JSON text
+        assert not needle and cfg.r == 8
+
+
+async def test_one_hostile_config_never_stops_the_others(
+    tmp_path: Path, options: SourceOptions
+) -> None:
+    write_adapter(tmp_path / "good")
+    write_adapter(tmp_path / "deep")
+    (tmp_path / "deep" / "adapter_config.json").write_bytes(DEEP)
+    write_adapter(tmp_path / "huge-r")
+    (tmp_path / "huge-r" / "adapter_config.json").write_bytes(HUGE_R)
+    found = await discover(spec("local", str(tmp_path)), namespace="ns", credentials=None,
+                           options=options)
+    assert [a.name for a in found.adapters] == ["good"]
+    assert {(e.name, e.reason) for e in found.errors} == {
+        ("deep", "InvalidAdapterConfig"), ("huge-r", "InvalidAdapterConfig")}
+    by_name = {e.name: e.message for e in found.errors}
+    assert "nested deeper than" in by_name["deep"]
+    assert "5000-digit" in by_name["huge-r"]
+
+
+class _BrokenReader:
+    """A reader whose config read fails with something no one planned for."""
+
+    endpoint = None
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    async def candidates(self) -> list[Candidate]:
+        return []
+
+    async def resolve(self, candidate: Candidate) -> Candidate:
+        return candidate
+
+    async def read_file(self, candidate: Candidate, path: str, **kwargs: object) -> bytes:
+        raise self.exc
+
+    async def fetch(self, adapter: DiscoveredAdapter, file: AdapterFile, dest: Path) -> None:
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("exc", [RecursionError("maximum recursion depth exceeded"),
+                                 ValueError("Exceeds the limit (4300 digits)"),
+                                 KeyError("size"), MemoryError()])
+async def test_any_error_inspecting_one_adapter_is_its_failure(exc: BaseException) -> None:
+    cand = Candidate(segments=("a",), root_name="root", repository="/r", location="/r/a",
+                     files=(AdapterFile("adapter_config.json", 10),
+                            AdapterFile("adapter_model.safetensors", 10)))
+    got = await _inspect(_BrokenReader(exc), "a", cand, spec=spec("local", "/r"), endpoint=None)
+    assert not isinstance(got, DiscoveredAdapter)
+    assert got.reason == "InvalidAdapterConfig" and got.name == "a"
+    assert "/r/a" in got.message and type(exc).__name__ in got.message
