@@ -224,12 +224,6 @@ class ControlPlane:
         st.apiserver_pid = None
         self._save()
 
-    def stop_etcd(self) -> None:
-        st = self._require_state()
-        _kill(st.etcd_pid)
-        st.etcd_pid = None
-        self._save()
-
     def down(self) -> None:
         """Stop kube-apiserver and etcd by PID and remove etcd's data; keep logs and kubeconfigs."""
         if self.state is None:

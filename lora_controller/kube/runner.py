@@ -116,10 +116,6 @@ class Controller(Generic[K]):
         """Ask for `key` to be reconciled after `seconds`."""
         self.queue.add_after(key, seconds)
 
-    def enqueue_rate_limited(self, key: K) -> None:
-        """Ask for `key` to be reconciled after its rate limiter's delay."""
-        self.queue.add_rate_limited(key)
-
     # -- lifecycle --------------------------------------------------------------------------
 
     @property

@@ -85,10 +85,6 @@ class WorkQueue(Generic[K]):
         """Keys handed to a worker and not yet `done`."""
         return frozenset(self._processing)
 
-    def is_dirty(self, key: K) -> bool:
-        """Whether `key` is waiting to be processed (queued, or re-added while in processing)."""
-        return key in self._dirty
-
     # -- the queue --------------------------------------------------------------------------
 
     def add(self, key: K) -> None:
