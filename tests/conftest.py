@@ -15,6 +15,22 @@ from lora_controller.devenv.controlplane import ControlPlane
 from lora_controller.kube.client import KubeClient
 from tests.support.controlplane import install_crds, kubectl
 
+_CONTROL_PLANE = {"control_plane", "private_control_plane"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what each test needs, so `make unit` can run the rest without building anything:
+    `k8s` (a real control plane), `tools` (binaries built from Go modules, such as helm),
+    `realvllm` (real vLLM servers)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _CONTROL_PLANE:
+            item.add_marker(pytest.mark.k8s)
+        if "helm_binary" in names:
+            item.add_marker(pytest.mark.tools)
+        if "realvllm" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.realvllm)
+
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:

@@ -119,11 +119,10 @@ async def run(args: argparse.Namespace) -> int:
         return elector is None or elector.is_leader
 
     config = ControllerConfig(
-        adapter_store=store_root, namespaces=args.namespaces, workers=args.workers,
-        resync=args.resync, poll_interval=args.poll_interval, discovery_ttl=args.discovery_ttl,
-        load_timeout=args.load_timeout, identity=identity,
+        namespaces=args.namespaces, workers=args.workers, resync=args.resync,
+        poll_interval=args.poll_interval, discovery_ttl=args.discovery_ttl, identity=identity,
     )
-    controller = LoraController(kube, vllm, store, config, may_write=may_write)
+    controller = LoraController(kube, vllm, store, config, is_leader=may_write)
     if args.leader_elect:
         elector = LeaderElector(
             kube, name=args.lease_name, namespace=args.lease_namespace, identity=identity,
@@ -135,7 +134,7 @@ async def run(args: argparse.Namespace) -> int:
         holder = elector.leader if elector else ""
         return holder.split("@", 1)[1] if "@" in holder else None
 
-    api = RouterApi(controller, token=_read_secret_file(args.router_token_file),
+    api = RouterApi(controller.view, token=_read_secret_file(args.router_token_file),
                     is_leader=may_write, leader_url=leader_url)
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()

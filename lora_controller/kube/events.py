@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,6 @@ class EventRecorder:
         *,
         controller: str = "production-stack.vllm-project/lora-controller",
         instance: str,
-        may_write: Callable[[], bool] = lambda: True,
         clock: Clock | None = None,
         series_interval: float = 30.0,
         cache_size: int = 4096,
@@ -56,7 +54,6 @@ class EventRecorder:
         self.client = client
         self.controller = controller
         self.instance = instance
-        self.may_write = may_write
         self.clock = clock or RealClock()
         self.series_interval = series_interval
         self.cache_size = cache_size
@@ -71,8 +68,6 @@ class EventRecorder:
         self, regarding: JSON, *, type: str, reason: str, action: str, note: str
     ) -> None:
         """Record an event about `regarding` (an API object); type is Normal or Warning."""
-        if not self.may_write():
-            return
         meta = regarding.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
         note = note[:NOTE_MAX]
@@ -141,8 +136,6 @@ class EventRecorder:
 
     async def flush(self) -> None:
         """Write the counts of series that changed since their last patch (on shutdown)."""
-        if not self.may_write():
-            return
         async with self._lock:
             for series in self._series.values():
                 if series.count != series.patched_count:

@@ -4,12 +4,11 @@ One fixed field manager owns the status, so fields the controller stops setting 
 API server itself (no hand-written nulls), and `force` settles ownership left by older writers.
 A write is skipped when the cached object already carries an equal status: a steady cluster causes
 no writes. Transient failures (conflicts, 429, 5xx, timeouts) are retried with a short backoff.
-Writes are refused when `may_write()` says no (the replica is not the leader).
+Whether this replica may write at all is its caller's decision (the reconciler's leader writer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -24,10 +23,6 @@ log = structlog.get_logger(__name__)
 FIELD_MANAGER = "lora-controller"
 
 
-class NotLeader(RuntimeError):
-    """A write was attempted by a replica that does not hold the leader Lease."""
-
-
 class StatusWriter:
     def __init__(
         self,
@@ -35,14 +30,12 @@ class StatusWriter:
         kind: ResourceKind,
         *,
         field_manager: str = FIELD_MANAGER,
-        may_write: Callable[[], bool] = lambda: True,
         clock: Clock | None = None,
         attempts: int = 4,
     ) -> None:
         self.client = client
         self.kind = kind
         self.field_manager = field_manager
-        self.may_write = may_write
         self.clock = clock or RealClock()
         self.attempts = attempts
         self.writes = 0
@@ -60,8 +53,6 @@ class StatusWriter:
         }
         delay = 0.1
         for attempt in range(1, self.attempts + 1):
-            if not self.may_write():
-                raise NotLeader("not the leader: status not written")
             try:
                 updated = await self.client.patch(
                     self.kind, meta["name"], body, namespace=meta.get("namespace"),

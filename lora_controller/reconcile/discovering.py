@@ -4,12 +4,18 @@ Listing a source is network I/O (HuggingFace, S3), so a resource's discovery is 
 spec changes (generation), its credentials Secret changes, or `ttl` passes. A failure does not throw
 away what worked: while the spec is unchanged, the last good discovery keeps the adapters served and
 the failure is reported beside it (Degraded); failures are retried with exponential backoff.
+
+This is also the failure boundary of one resource: whatever goes wrong while reading its source
+(a library raising something unexpected included) becomes that resource's problem, with a message
+that names no secret, and the other resources of the namespace go on (`discover_all`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +23,11 @@ import structlog
 
 from lora_controller.api.types import LoraAdapter
 from lora_controller.core.clock import Clock, RealClock
+from lora_controller.reconcile.refs import CrRef
 from lora_controller.reconcile.status import SourceProblem
 from lora_controller.sources.credentials import SourceCredentials, credentials_from_secret
 from lora_controller.sources.discovery import discover
-from lora_controller.sources.errors import SourceError
+from lora_controller.sources.errors import SourceError, redact
 from lora_controller.sources.model import Discovery, SourceOptions
 
 JSON = dict[str, Any]
@@ -75,13 +82,13 @@ class DiscoveryCache:
         self.options = options or SourceOptions()
         self.clock = clock or RealClock()
         self.discover_fn = discover_fn
-        self._states: dict[str, DiscoveryState] = {}
+        self._states: dict[CrRef, DiscoveryState] = {}
 
-    def forget(self, cr_key: str) -> None:
-        self._states.pop(cr_key, None)
+    def forget(self, ref: CrRef) -> None:
+        self._states.pop(ref, None)
 
-    def peek(self, cr_key: str) -> DiscoveryState | None:
-        return self._states.get(cr_key)
+    def peek(self, ref: CrRef) -> DiscoveryState | None:
+        return self._states.get(ref)
 
     def _secret_version(self, cr: LoraAdapter) -> str:
         ref = cr.spec.credentials_secret_ref
@@ -93,7 +100,7 @@ class DiscoveryCache:
     async def get(self, cr: LoraAdapter, *, force: bool = False) -> DiscoveryState:
         key = (cr.metadata.generation, self._secret_version(cr))
         now = self.clock.monotonic()
-        state = self._states.get(cr.key)
+        state = self._states.get(CrRef.of(cr))
         if state is not None and state.key == key and not force:
             age = now - state.at
             if state.problem is None and age < self.ttl:
@@ -105,7 +112,7 @@ class DiscoveryCache:
     async def _refresh(
         self, cr: LoraAdapter, key: tuple[int, str], state: DiscoveryState | None, now: float
     ) -> DiscoveryState:
-        same_spec = state is not None and state.key[0] == key[0]
+        credentials: SourceCredentials | None = None
         try:
             credentials = self._credentials(cr)
             found = await self.discover_fn(
@@ -113,17 +120,30 @@ class DiscoveryCache:
                 options=self.options,
             )
         except SourceError as exc:
-            failures = (state.failures + 1) if state is not None else 1
-            problem = SourceProblem(reason=exc.reason, message=exc.message)
-            kept = state.discovery if (state is not None and same_spec) else None
-            new = DiscoveryState(key, kept, problem, now, failures,
-                                 state.credentials if state and same_spec else None)
-            self._states[cr.key] = new
-            log.info("discovery failed", cr=cr.key, reason=exc.reason, kept_previous=kept is not None,
-                     retry_in_s=new.retry_in)
-            return new
+            return self._failed(cr, key, state, now, SourceProblem(exc.reason, exc.message))
+        except Exception as exc:  # the boundary: one resource's bug never stops the others
+            secrets = credentials.secrets() if credentials else ()
+            message = redact(f"{type(exc).__name__}: {exc}", secrets)[:300]
+            log.error("discovery failed unexpectedly", cr=str(CrRef.of(cr)), error=message,
+                      where="".join(traceback.format_tb(exc.__traceback__)[-3:]))
+            return self._failed(cr, key, state, now, SourceProblem(
+                "InternalError", f"reading the source failed unexpectedly ({message}); the "
+                "controller's log has the details"))
         new = DiscoveryState(key, found, None, now, 0, credentials)
-        self._states[cr.key] = new
+        self._states[CrRef.of(cr)] = new
+        return new
+
+    def _failed(self, cr: LoraAdapter, key: tuple[int, str], state: DiscoveryState | None,
+                now: float, problem: SourceProblem) -> DiscoveryState:
+        """Keep the last good discovery while the spec is unchanged; back off the next try."""
+        same_spec = state is not None and state.key[0] == key[0]
+        failures = (state.failures + 1) if state is not None else 1
+        kept = state.discovery if (state is not None and same_spec) else None
+        new = DiscoveryState(key, kept, problem, now, failures,
+                             state.credentials if state and same_spec else None)
+        self._states[CrRef.of(cr)] = new
+        log.info("discovery failed", cr=str(CrRef.of(cr)), reason=problem.reason,
+                 kept_previous=kept is not None, retry_in_s=new.retry_in)
         return new
 
     def _credentials(self, cr: LoraAdapter) -> SourceCredentials | None:
@@ -134,3 +154,17 @@ class DiscoveryCache:
         return credentials_from_secret(
             data, ref=ref, source_type=cr.spec.adapter_source.type, namespace=cr.metadata.namespace
         )
+
+
+async def discover_all(cache: DiscoveryCache, live: Sequence[LoraAdapter], *,
+                       concurrency: int = 16) -> dict[CrRef, DiscoveryState]:
+    """The discover stage: every live resource's discovery, `concurrency` sources at a time."""
+    sem = asyncio.Semaphore(concurrency)
+    out: dict[CrRef, DiscoveryState] = {}
+
+    async def one(cr: LoraAdapter) -> None:
+        async with sem:
+            out[CrRef.of(cr)] = await cache.get(cr)
+
+    await asyncio.gather(*(one(cr) for cr in live))
+    return out

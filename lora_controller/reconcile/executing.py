@@ -2,8 +2,8 @@
 
 Concurrency per pod is bounded by the vLLM client (its per-pod load slots); across pods everything
 runs at once, so convergence time is close to (loads per pod / concurrency) x load latency. Every
-action yields an `Outcome`; nothing raises out of `execute`. Loads and unloads happen only while
-`may_act()` holds (the replica leads): a replica that loses the Lease stops issuing calls at once.
+action yields an `Outcome`; nothing raises out of `execute`. Each call is made only while
+`proceed()` holds (the leader's fence): a replica that loses the Lease stops issuing calls at once.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 
 from lora_controller.reconcile.planning import Action, Load, Unload
+from lora_controller.reconcile.refs import PodRef
 from lora_controller.vllm.client import VllmClient
 from lora_controller.vllm.endpoint import Endpoint
 from lora_controller.vllm.errors import VllmError
@@ -43,33 +44,34 @@ class Outcome:
 
 
 class Executor:
-    def __init__(self, client: VllmClient, *, may_act: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, client: VllmClient) -> None:
         self.client = client
-        self.may_act = may_act
 
     async def execute(
-        self, actions: Sequence[Action], endpoints: Mapping[str, Endpoint]
+        self, actions: Sequence[Action], endpoints: Mapping[PodRef, Endpoint], *,
+        proceed: Callable[[], bool] = lambda: True,
     ) -> list[Outcome]:
         """Run all actions; unloads on a pod go before its loads (they free slots)."""
-        by_pod: dict[str, list[Action]] = {}
+        by_pod: dict[PodRef, list[Action]] = {}
         for action in actions:
             by_pod.setdefault(action.pod, []).append(action)
-        results = await asyncio.gather(
-            *(self._run_pod(acts, endpoints.get(pod)) for pod, acts in sorted(by_pod.items()))
-        )
+        results = await asyncio.gather(*(
+            self._run_pod(acts, endpoints.get(pod), proceed) for pod, acts in sorted(by_pod.items())
+        ))
         return [o for outcomes in results for o in outcomes]
 
-    async def _run_pod(self, actions: list[Action], endpoint: Endpoint | None) -> list[Outcome]:
+    async def _run_pod(self, actions: list[Action], endpoint: Endpoint | None,
+                       proceed: Callable[[], bool]) -> list[Outcome]:
         if endpoint is None:
             return [Outcome(a, False, "PodUnreachable", "the pod has no address", True) for a in actions]
         unloads = [a for a in actions if isinstance(a, Unload)]
         loads = [a for a in actions if isinstance(a, Load)]
-        outcomes = list(await asyncio.gather(*(self._one(a, endpoint) for a in unloads)))
-        outcomes += await asyncio.gather(*(self._one(a, endpoint) for a in loads))
+        outcomes = list(await asyncio.gather(*(self._one(a, endpoint, proceed) for a in unloads)))
+        outcomes += await asyncio.gather(*(self._one(a, endpoint, proceed) for a in loads))
         return outcomes
 
-    async def _one(self, action: Action, endpoint: Endpoint) -> Outcome:
-        if not self.may_act():
+    async def _one(self, action: Action, endpoint: Endpoint, proceed: Callable[[], bool]) -> Outcome:
+        if not proceed():
             return Outcome(action, False, "NotLeader", "this replica does not lead", True)
         started = time.monotonic()
         try:
@@ -87,6 +89,6 @@ class Executor:
             (LOADS if isinstance(action, Load) else UNLOADS).labels("error", kind).inc()
             return Outcome(action, False, kind, exc.reason, exc.retriable)
         except Exception as exc:  # a bug must not stop the other actions
-            log.exception("action failed unexpectedly", pod=action.pod, adapter=action.name)
+            log.exception("action failed unexpectedly", pod=str(action.pod), adapter=action.name)
             (LOADS if isinstance(action, Load) else UNLOADS).labels("error", "Internal").inc()
             return Outcome(action, False, "Internal", f"{type(exc).__name__}: {exc}", True)

@@ -4,7 +4,7 @@
 flight). Every replica of the controller runs this, leader or not: it only reads, and it is what
 the router API answers from. A pod is polled every `interval` seconds (±`jitter`), and probed at once
 when it becomes Ready, changes IP or UID, or a container restarts. When what a pod reports changes,
-`on_change(pod_key)` is called (the controller enqueues that pod's namespace).
+`on_change(pod)` is called (the controller enqueues that pod's namespace).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 
 from lora_controller.core.clock import Clock, RealClock
 from lora_controller.reconcile.pods import TargetPod
+from lora_controller.reconcile.refs import PodRef
 from lora_controller.vllm.client import VllmClient
 from lora_controller.vllm.errors import VllmError
 
@@ -30,11 +32,12 @@ log = structlog.get_logger(__name__)
 class Observation:
     """One read of a pod's `/v1/models` (or why it failed)."""
 
-    pod: str
+    pod: PodRef
     identity: tuple[str, str | None, int]
     adapters: dict[str, str | None] = field(default_factory=dict)  # name -> root (lora_path)
     base_models: tuple[str, ...] = ()
-    at: float = 0.0
+    at: float = 0.0  # monotonic
+    observed_at: datetime | None = None  # wall clock, for freshness shown to routers
     error: str | None = None
 
     @property
@@ -56,7 +59,7 @@ class Observer:
         concurrency: int = 64,
         call_timeout: float = 5.0,
         clock: Clock | None = None,
-        on_change: Callable[[str], None] | None = None,
+        on_change: Callable[[PodRef], None] | None = None,
     ) -> None:
         self.client = client
         self.interval = interval
@@ -64,33 +67,33 @@ class Observer:
         self.call_timeout = call_timeout
         self.clock = clock or RealClock()
         self.on_change = on_change
-        self._pods: dict[str, TargetPod] = {}
-        self._obs: dict[str, Observation] = {}
-        self._heap: list[tuple[float, int, str]] = []
+        self._pods: dict[PodRef, TargetPod] = {}
+        self._obs: dict[PodRef, Observation] = {}
+        self._heap: list[tuple[float, int, PodRef]] = []
         self._seq = 0
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(concurrency)
-        self._inflight: dict[str, asyncio.Task[Observation]] = {}
-        self._by_adapter: dict[str, set[str]] = {}  # adapter name -> pods listing it
+        self._inflight: dict[PodRef, asyncio.Task[Observation]] = {}
+        self._by_adapter: dict[str, set[PodRef]] = {}  # adapter name -> pods listing it
         self.polls = 0
 
     # -- tracking ------------------------------------------------------------------------------
     def track(self, pod: TargetPod) -> None:
         """Follow a pod; a new pod, or one whose server changed (UID, IP, restarts, readiness), is probed now."""
-        before = self._pods.get(pod.key)
-        self._pods[pod.key] = pod
+        before = self._pods.get(pod.ref)
+        self._pods[pod.ref] = pod
         if before is None or before.identity != pod.identity or before.ready != pod.ready:
-            self._schedule(pod.key, 0.0)
+            self._schedule(pod.ref, 0.0)
 
-    def untrack(self, pod_key: str) -> None:
+    def untrack(self, pod_key: PodRef) -> None:
         self._pods.pop(pod_key, None)
         self._index(pod_key, self._obs.pop(pod_key, None), None)
 
-    def pods_listing(self, adapter: str) -> list[str]:
+    def pods_listing(self, adapter: str) -> list[PodRef]:
         """Pods whose latest `/v1/models` lists an adapter of this name (any root)."""
         return sorted(self._by_adapter.get(adapter, ()))
 
-    def _index(self, pod_key: str, before: Observation | None, after: Observation | None) -> None:
+    def _index(self, pod_key: PodRef, before: Observation | None, after: Observation | None) -> None:
         old = set(before.adapters) if before is not None else set()
         new = set(after.adapters) if after is not None else set()
         for name in old - new:
@@ -102,10 +105,10 @@ class Observer:
         for name in new - old:
             self._by_adapter.setdefault(name, set()).add(pod_key)
 
-    def tracked(self) -> list[str]:
+    def tracked(self) -> list[PodRef]:
         return sorted(self._pods)
 
-    def get(self, pod_key: str) -> Observation | None:
+    def get(self, pod_key: PodRef) -> Observation | None:
         """The latest observation, only if it was made of the pod's current server."""
         obs = self._obs.get(pod_key)
         pod = self._pods.get(pod_key)
@@ -113,11 +116,8 @@ class Observer:
             return None
         return obs
 
-    def pod(self, pod_key: str) -> TargetPod | None:
-        return self._pods.get(pod_key)
-
     # -- polling -------------------------------------------------------------------------------
-    def _schedule(self, pod_key: str, delay: float) -> None:
+    def _schedule(self, pod_key: PodRef, delay: float) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (self.clock.monotonic() + delay, self._seq, pod_key))
         self._wake.set()
@@ -125,7 +125,7 @@ class Observer:
     def _next_delay(self) -> float:
         return self.interval * (1 + self.jitter * (2 * random.random() - 1))
 
-    async def probe(self, pod_key: str) -> Observation | None:
+    async def probe(self, pod_key: PodRef) -> Observation | None:
         """Read the pod's `/v1/models` now (joining a read already in flight)."""
         pod = self._pods.get(pod_key)
         if pod is None:
@@ -146,30 +146,32 @@ class Observer:
         async with self._sem:
             self.polls += 1
             endpoint = pod.endpoint
-            now = self.clock.monotonic()
+            now, wall = self.clock.monotonic(), self.clock.now()
             if endpoint is None:
-                obs = Observation(pod.key, pod.identity, at=now, error="pod has no IP yet")
+                obs = Observation(pod.ref, pod.identity, at=now, observed_at=wall,
+                                  error="pod has no IP yet")
             else:
                 try:
                     models = await self.client.list_models(endpoint, call_timeout=self.call_timeout)
                     obs = Observation(
-                        pod.key, pod.identity,
+                        pod.ref, pod.identity,
                         adapters={a.id: a.root for a in models.adapters},
                         base_models=tuple(b.id for b in models.base_models), at=now,
+                        observed_at=wall,
                     )
                 except VllmError as exc:
-                    obs = Observation(pod.key, pod.identity, at=now,
+                    obs = Observation(pod.ref, pod.identity, at=now, observed_at=wall,
                                       error=f"cannot read /v1/models of pod {pod.name}: {exc.reason}")
-        if pod.key not in self._pods:
+        if pod.ref not in self._pods:
             return obs
-        before = self._obs.get(pod.key)
-        self._obs[pod.key] = obs
-        self._index(pod.key, before, obs)
+        before = self._obs.get(pod.ref)
+        self._obs[pod.ref] = obs
+        self._index(pod.ref, before, obs)
         if not obs.same_content(before) and self.on_change is not None:
             try:
-                self.on_change(pod.key)
+                self.on_change(pod.ref)
             except Exception:
-                log.exception("observer change handler failed", pod=pod.key)
+                log.exception("observer change handler failed", pod=str(pod.ref))
         return obs
 
     async def run(self) -> None:
@@ -194,10 +196,10 @@ class Observer:
             for task in tasks:
                 task.cancel()
 
-    async def _poll_and_reschedule(self, key: str) -> None:
+    async def _poll_and_reschedule(self, key: PodRef) -> None:
         try:
             await self.probe(key)
         except Exception:
-            log.exception("poll failed", pod=key)
+            log.exception("poll failed", pod=str(key))
         if key in self._pods:
             self._schedule(key, self._next_delay())

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from lora_controller.reconcile.refs import CrRef, PodRef
+
 
 @dataclass(frozen=True, order=True)
 class DesiredAdapter:
@@ -24,24 +26,24 @@ class DesiredAdapter:
 
     name: str
     path: str
-    owner: str  # the LoraAdapter's namespace/name
+    owner: CrRef
     lazy: bool = False
 
 
 @dataclass(frozen=True, order=True)
 class Load:
-    pod: str
+    pod: PodRef
     name: str
     path: str
-    owner: str
+    owner: CrRef
     inplace: bool = False
 
 
 @dataclass(frozen=True, order=True)
 class Unload:
-    pod: str
+    pod: PodRef
     name: str
-    owner: str | None
+    owner: CrRef | None
 
 
 Action = Load | Unload
@@ -51,9 +53,9 @@ Action = Load | Unload
 class Conflict:
     """A desired adapter name taken on a pod by an adapter that is not ours."""
 
-    pod: str
+    pod: PodRef
     name: str
-    owner: str
+    owner: CrRef
     foreign_root: str | None
 
 
@@ -71,16 +73,16 @@ class Plan:
         return [a for a in self.actions if isinstance(a, Unload)]
 
 
-ManagedFn = Callable[[str, str, str | None], str | None]
+ManagedFn = Callable[[PodRef, str, str | None], CrRef | None]
 """(pod key, adapter name, listed root) -> the owner if the adapter is ours, else None."""
 
 
 def plan(
     *,
-    desired: Mapping[str, Mapping[str, DesiredAdapter]],
-    observed: Mapping[str, Mapping[str, str | None]],
+    desired: Mapping[PodRef, Mapping[str, DesiredAdapter]],
+    observed: Mapping[PodRef, Mapping[str, str | None]],
     managed: ManagedFn,
-    protected: Mapping[str, frozenset[str]] | None = None,
+    protected: Mapping[PodRef, frozenset[str]] | None = None,
 ) -> Plan:
     """Actions that make `observed` (pod -> adapter name -> root) match `desired` (pod -> name -> adapter).
 
@@ -119,8 +121,8 @@ def plan(
 
 
 def apply_actions(
-    observed: Mapping[str, Mapping[str, str | None]], actions: tuple[Action, ...] | list[Action]
-) -> dict[str, dict[str, str | None]]:
+    observed: Mapping[PodRef, Mapping[str, str | None]], actions: tuple[Action, ...] | list[Action]
+) -> dict[PodRef, dict[str, str | None]]:
     """What the pods would report after every action succeeded (for tests and dry runs)."""
     after = {pod: dict(adapters) for pod, adapters in observed.items()}
     for action in actions:

@@ -14,11 +14,12 @@ line cannot say comes from annotations:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lora_controller.api.types import GROUP, LabelSelector
 from lora_controller.core.quantity import parse_quantity
+from lora_controller.reconcile.refs import PodRef
 from lora_controller.vllm.endpoint import Endpoint
 from lora_controller.vllm.serve_args import (
     ServeArgsError,
@@ -59,8 +60,8 @@ class TargetPod:
     problem: str | None = None
 
     @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+    def ref(self) -> PodRef:
+        return PodRef(self.namespace, self.name)
 
     @property
     def endpoint(self) -> Endpoint | None:
@@ -81,6 +82,21 @@ class TargetPod:
         """Can take new adapters: Ready, addressable, LoRA on, runtime updates allowed."""
         return (self.ready and not self.deleting and self.ip is not None and self.lora_enabled
                 and self.runtime_updates and self.problem is None)
+
+    @property
+    def unusable_reason(self) -> str | None:
+        """Why the pod takes no adapter, in words a person can act on (None: it is usable)."""
+        if self.usable:
+            return None
+        if self.problem:
+            return self.problem
+        if not self.lora_enabled:
+            return "its vLLM runs without --enable-lora"
+        if not self.runtime_updates:
+            return "its vLLM container does not set VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+        if not self.ready or self.ip is None:
+            return "it is not Ready"
+        return "it is being deleted"
 
     def serves(self, model: str) -> bool:
         return model in self.served_models
@@ -121,8 +137,6 @@ def _vllm_container(pod: JSON) -> tuple[JSON | None, VllmServeConfig | None, str
 
 
 def _with_runtime(cfg: VllmServeConfig) -> VllmServeConfig:
-    from dataclasses import replace
-
     return replace(cfg, runtime_lora_updating=True)
 
 

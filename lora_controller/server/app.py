@@ -28,9 +28,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from lora_controller.reconcile.controller import LoraController
-from lora_controller.reconcile.pods import TargetPod
-from lora_controller.reconcile.world import Wanted
+from lora_controller.reconcile.view import AdapterInfo, EnsureFailed, FleetView, PodInfo
 from lora_controller.server.openapi import OPENAPI
 
 log = structlog.get_logger(__name__)
@@ -104,21 +102,23 @@ def _path(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
-def pod_json(pod: TargetPod) -> dict[str, Any]:
+def pod_json(pod: PodInfo) -> dict[str, Any]:
     return {"name": pod.name, "namespace": pod.namespace, "ip": pod.ip, "port": pod.port,
-            "baseUrl": pod.base_url, "ready": pod.ready}
+            "baseUrl": pod.base_url, "ready": pod.ready,
+            "observedAt": pod.observed_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            if pod.observed_at else None}
 
 
 class RouterApi:
     def __init__(
         self,
-        controller: LoraController,
+        view: FleetView,
         *,
         token: str | None = None,
         is_leader: Callable[[], bool] = lambda: True,
         leader_url: Callable[[], str | None] = lambda: None,
     ) -> None:
-        self.controller = controller
+        self.view = view
         self.token = token
         self.is_leader = is_leader
         self.leader_url = leader_url
@@ -160,23 +160,24 @@ class RouterApi:
         return response
 
     # -- helpers ---------------------------------------------------------------------------
-    def _adapter_json(self, w: Wanted) -> dict[str, Any]:
+    @staticmethod
+    def _adapter_json(a: AdapterInfo) -> dict[str, Any]:
         return {
-            "name": w.adapter.name,
-            "namespace": w.cr.metadata.namespace,
-            "loraAdapter": w.cr.metadata.name,
-            "baseModel": w.cr.spec.base_model,
-            "lazy": w.lazy,
-            "pods": [pod_json(p) for p in self.controller.confirmed_pods(w)],
+            "name": a.name,
+            "namespace": a.namespace,
+            "loraAdapter": a.lora_adapter,
+            "baseModel": a.base_model,
+            "lazy": a.lazy,
+            "pods": [pod_json(p) for p in a.confirmed],
         }
 
-    def _find(self, name: str, namespace: str | None) -> Wanted:
-        matches = self.controller.wanted_named(name, namespace)
+    def _find(self, name: str, namespace: str | None) -> AdapterInfo:
+        matches = self.view.adapters_named(name, namespace)
         if not matches:
             where = f" in namespace {namespace}" if namespace else ""
             raise ApiProblem(404, "AdapterNotFound",
                              f"no LoraAdapter serves an adapter named {name!r}{where}")
-        if len({w.cr.metadata.namespace for w in matches}) > 1:
+        if len({a.namespace for a in matches}) > 1:
             raise ApiProblem(409, "AmbiguousAdapter",
                              f"adapter {name!r} exists in several namespaces; add ?namespace=")
         return matches[0]
@@ -185,83 +186,61 @@ class RouterApi:
     async def list_adapters(self, request: web.Request) -> web.Response:
         base_model = _query(request, "baseModel")
         namespace = _query(request, "namespace", _NAMESPACE)
-        items = [self._adapter_json(w) for w in self.controller.wanted(namespace)
-                 if base_model is None or w.cr.spec.base_model == base_model]
-        available = [a for a in items if a["pods"] or a["lazy"]]
+        available = [self._adapter_json(a) for a in self.view.adapters(namespace)
+                     if (base_model is None or a.base_model == base_model)
+                     and (a.confirmed or a.lazy)]
         return _json({"baseModel": base_model, "adapters": available})
 
     async def adapter_pods(self, request: web.Request) -> web.Response:
         name = _path(request, "name", _NAME)
         namespace = _query(request, "namespace", _NAMESPACE)
         ensure = _bool_query(request, "ensure")
-        w = self._find(name, namespace)
-        pods = self.controller.confirmed_pods(w)
+        adapter = self._find(name, namespace)
+        pods = list(adapter.confirmed)
         if ensure and not pods:
-            pods = await self._ensure(w)
-        body = {"adapter": name, "namespace": w.cr.metadata.namespace,
-                "loraAdapter": w.cr.metadata.name, "baseModel": w.cr.spec.base_model,
+            pods = await self._ensure(adapter)
+        body = {"adapter": name, "namespace": adapter.namespace,
+                "loraAdapter": adapter.lora_adapter, "baseModel": adapter.base_model,
                 "pods": [pod_json(p) for p in pods]}
         return _json(body)
 
-    async def _ensure(self, w: Wanted) -> list[TargetPod]:
-        if not self.controller.placed_pods(w):
-            raise ApiProblem(503, "NotPlaced",
-                             f"adapter {w.adapter.name} has no pod: see the status of LoraAdapter "
-                             f"{w.cr.key}", retry_after=10)
-        if not self.is_leader():
+    async def _ensure(self, adapter: AdapterInfo) -> list[PodInfo]:
+        if adapter.placed and not self.is_leader():
             leader = self.leader_url()
             hint = f"; the leader answers at {leader}" if leader else ""
             raise ApiProblem(503, "NotLeader",
                              f"this replica does not lead and cannot load adapters{hint}",
                              retry_after=1)
         try:
-            pods = await self.controller.ensure_loaded(w, timeout=ENSURE_TIMEOUT)
-        except TimeoutError:
-            raise ApiProblem(503, "LoadTimeout",
-                             f"adapter {w.adapter.name} is still loading", retry_after=5) from None
-        except Exception as exc:
-            raise ApiProblem(503, "LoadFailed", f"loading adapter {w.adapter.name} failed: {exc}",
-                             retry_after=10) from None
-        if not pods:
-            raise ApiProblem(503, "LoadFailed",
-                             f"no pod confirmed adapter {w.adapter.name}; see the status of "
-                             f"LoraAdapter {w.cr.key}", retry_after=5)
-        return pods
+            return await self.view.ensure(adapter, timeout=ENSURE_TIMEOUT)
+        except EnsureFailed as exc:
+            raise ApiProblem(503, exc.reason, exc.message, retry_after=exc.retry_after) from None
 
     async def pod_adapters(self, request: web.Request) -> web.Response:
         namespace = _path(request, "namespace", _NAMESPACE)
         name = _path(request, "name", _NAME)
-        key = f"{namespace}/{name}"
-        pod = self.controller.pod(key)
-        if pod is None:
-            raise ApiProblem(404, "PodNotFound", f"pod {key} is not a pod this controller follows")
-        obs = self.controller.observer.get(key)
-        schedule = self.controller.schedule_of(namespace)
-        placed = [str(k) for k in schedule.get_pod_adapters(key)] if schedule else []  # type: ignore[arg-type]
-        adapters = [{"name": n, "root": r} for n, r in (obs.adapters.items() if obs and obs.ok else [])]
+        detail = self.view.pod(namespace, name)
+        if detail is None:
+            raise ApiProblem(404, "PodNotFound",
+                             f"pod {namespace}/{name} is not a pod this controller follows")
         return _json({
-            "pod": pod_json(pod),
-            "observed": obs is not None and obs.ok,
-            "error": obs.error if obs is not None else "not observed yet",
-            "adapters": adapters,
-            "placed": placed,
+            "pod": pod_json(detail.pod),
+            "observed": detail.observed,
+            "error": detail.error,
+            "adapters": [{"name": n, "root": r} for n, r in detail.adapters],
+            "placed": list(detail.placed),
         })
 
     async def adapter_status(self, request: web.Request) -> web.Response:
         namespace = _path(request, "namespace", _NAMESPACE)
         name = _path(request, "name", _NAME)
-        cr = next((c for c in self.controller.crs(namespace) if c.metadata.name == name), None)
+        cr = self.view.lora_adapter(namespace, name)
         if cr is None:
             raise ApiProblem(404, "LoraAdapterNotFound", f"LoraAdapter {namespace}/{name} not found")
-        adapters = []
-        for w in self.controller.wanted(namespace):
-            if w.cr.key != cr.key:
-                continue
-            adapters.append({
-                "name": w.adapter.name, "path": w.path, "version": w.adapter.version, "lazy": w.lazy,
-                "placedPods": [p.split("/", 1)[-1] for p in self.controller.placed_pods(w)],
-                "confirmedPods": [p.name for p in self.controller.confirmed_pods(w)],
-            })
+        adapters = [{
+            "name": a.name, "path": a.path, "version": a.version, "lazy": a.lazy,
+            "placedPods": list(a.placed), "confirmedPods": [p.name for p in a.confirmed],
+        } for a in self.view.adapters(namespace) if a.lora_adapter == name]
         status = cr.status.model_dump(mode="json", by_alias=True, exclude_none=True) if cr.status else {}
         return _json({"name": name, "namespace": namespace, "baseModel": cr.spec.base_model,
                       "adapters": adapters, "status": status})
@@ -273,7 +252,7 @@ class RouterApi:
         return _json({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if not self.controller.synced:
+        if not self.view.synced:
             raise ApiProblem(503, "NotSynced", "informer caches are not synced yet", retry_after=1)
         return _json({"status": "ready", "leader": self.is_leader()})
 

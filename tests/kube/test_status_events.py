@@ -9,7 +9,7 @@ from lora_controller.core.clock import FakeClock
 from lora_controller.kube.client import ApiError, KubeClient
 from lora_controller.kube.events import EventRecorder
 from lora_controller.kube.resources import EVENTS, LORA_ADAPTERS
-from lora_controller.kube.status import NotLeader, StatusWriter
+from lora_controller.kube.status import StatusWriter
 
 pytestmark = pytest.mark.k8s
 
@@ -37,14 +37,6 @@ async def test_status_written_only_when_changed_and_removed_fields_go(kube: Kube
     assert updated2["spec"] == cr["spec"]  # type: ignore[index]
     fetched = await kube.get(LORA_ADAPTERS, "cr", namespace=namespace)
     assert fetched["status"] == second
-
-
-async def test_status_writer_refuses_when_not_leader(kube: KubeClient, namespace: str) -> None:
-    cr = await make_cr(kube, namespace)
-    writer = StatusWriter(kube, LORA_ADAPTERS, may_write=lambda: False)
-    with pytest.raises(NotLeader):
-        await writer.write(cr, {"phase": "Ready"})
-    assert "status" not in await kube.get(LORA_ADAPTERS, "cr", namespace=namespace)
 
 
 async def test_status_of_a_deleted_object_raises_not_found(kube: KubeClient, namespace: str) -> None:

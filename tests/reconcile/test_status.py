@@ -13,7 +13,7 @@ def status(reports: list[AdapterReport], **kw: object):  # type: ignore[no-untyp
 
 
 def test_ready_when_every_desired_replica_is_confirmed() -> None:
-    s = status([AdapterReport("a", ("ns/p1", "ns/p2"), 2, ("ns/p1", "ns/p2"))])
+    s = status([AdapterReport("a", ("p1", "p2"), 2, ("p1", "p2"))])
     assert s.phase is Phase.READY and s.loaded_count == 1 and s.observed_generation == 3
     assert [(p.pod, p.adapters) for p in s.pod_assignments] == [("p1", ["a"]), ("p2", ["a"])]
     ready = next(c for c in s.conditions if c.type == "Ready")
@@ -21,13 +21,13 @@ def test_ready_when_every_desired_replica_is_confirmed() -> None:
 
 
 def test_loading_while_replicas_are_unconfirmed_without_failure() -> None:
-    s = status([AdapterReport("a", ("ns/p1", "ns/p2"), 2, ("ns/p1",))])
+    s = status([AdapterReport("a", ("p1", "p2"), 2, ("p1",))])
     assert s.phase is Phase.LOADING
     assert next(c for c in s.conditions if c.type == "Progressing").status == "True"
 
 
 def test_partial_and_failed() -> None:
-    ok = AdapterReport("a", ("ns/p1",), 1, ("ns/p1",))
+    ok = AdapterReport("a", ("p1",), 1, ("p1",))
     bad = AdapterReport("b", (), 1, (), ["needs 2Gi, largest free capacity 1Gi"])
     s = status([ok, bad])
     assert s.phase is Phase.PARTIAL and s.failed_count == 1
@@ -43,14 +43,14 @@ def test_source_problem_without_adapters_is_failed_with_its_reason() -> None:
 
 
 def test_transition_time_is_kept_while_the_status_does_not_change() -> None:
-    first = status([AdapterReport("a", ("ns/p1",), 1, ("ns/p1",))])
-    again = compute_status(reports=[AdapterReport("a", ("ns/p1",), 1, ("ns/p1",))], generation=3,
+    first = status([AdapterReport("a", ("p1",), 1, ("p1",))])
+    again = compute_status(reports=[AdapterReport("a", ("p1",), 1, ("p1",))], generation=3,
                            previous=first, now="2026-01-02T00:00:00Z")
     assert again == first
 
 
 def test_lists_are_bounded_and_counts_exact() -> None:
-    reports = [AdapterReport(f"a{i:04d}", ("ns/p1",), 1, ("ns/p1",)) for i in range(MAX_LIST * 3)]
+    reports = [AdapterReport(f"a{i:04d}", ("p1",), 1, ("p1",)) for i in range(MAX_LIST * 3)]
     s = status(reports)
     assert len(s.loaded_adapters) == MAX_LIST and s.loaded_count == MAX_LIST * 3
     assert all(len(p.adapters) <= MAX_LIST for p in s.pod_assignments)
@@ -58,5 +58,5 @@ def test_lists_are_bounded_and_counts_exact() -> None:
 
 
 def test_lazy_adapters_are_ready_when_placed() -> None:
-    s = status([AdapterReport("a", ("ns/p1",), 1, (), lazy=True)])
+    s = status([AdapterReport("a", ("p1",), 1, (), lazy=True)])
     assert s.phase is Phase.READY and s.loaded_count == 0 and s.loaded_adapters == []

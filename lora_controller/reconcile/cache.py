@@ -1,0 +1,87 @@
+"""The controller's cache of the cluster: LoraAdapters as parsed models, and the pods it follows.
+
+LoraAdapters come from their informers' stores and are parsed once per resourceVersion (parsing
+thousands of resources on every reconcile would dominate it); the parsed objects are shared, so
+treat them as read-only. Pods are kept as `TargetPod` (what the controller reads from a Pod),
+indexed by namespace, so one namespace's pods are found without scanning the fleet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lora_controller.api.types import LoraAdapter
+from lora_controller.kube.informer import SharedInformer
+from lora_controller.reconcile.pods import TargetPod
+from lora_controller.reconcile.refs import CrRef, PodRef
+
+JSON = dict[str, Any]
+
+
+class ClusterCache:
+    def __init__(self) -> None:
+        self.cr_informers: list[SharedInformer] = []
+        self._parsed: dict[CrRef, tuple[str, LoraAdapter]] = {}  # ref -> (resourceVersion, cr)
+        self._pods: dict[str, dict[str, TargetPod]] = {}  # namespace -> pod name -> pod
+
+    # -- LoraAdapters ----------------------------------------------------------------------------
+    def crs(self, namespace: str | None = None) -> list[LoraAdapter]:
+        """The cached resources of a namespace (or all), sorted by namespace and name."""
+        out: list[LoraAdapter] = []
+        for inf in self.cr_informers:
+            objs = inf.store.by_index("namespace", namespace) if namespace else inf.store.list()
+            out.extend(self._parse(o) for o in objs)
+        return sorted(out, key=lambda c: (c.metadata.namespace, c.metadata.name))
+
+    def cr(self, ref: CrRef) -> LoraAdapter | None:
+        for inf in self.cr_informers:
+            obj = inf.store.get(str(ref))
+            if obj is not None:
+                return self._parse(obj)
+        return None
+
+    def forget_cr(self, obj: JSON) -> None:
+        meta = obj.get("metadata") or {}
+        self._parsed.pop(CrRef(str(meta.get("namespace", "")), str(meta.get("name", ""))), None)
+
+    def _parse(self, obj: JSON) -> LoraAdapter:
+        meta = obj.get("metadata") or {}
+        ref = CrRef(str(meta.get("namespace", "")), str(meta.get("name", "")))
+        version = str(meta.get("resourceVersion", ""))
+        hit = self._parsed.get(ref)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        cr = LoraAdapter.model_validate(obj)
+        self._parsed[ref] = (version, cr)
+        return cr
+
+    @property
+    def synced(self) -> bool:
+        return all(inf.has_synced() for inf in self.cr_informers)
+
+    # -- pods ------------------------------------------------------------------------------------
+    def pods(self, namespace: str) -> list[TargetPod]:
+        """The namespace's pods, sorted by name."""
+        pods = self._pods.get(namespace)
+        return [pods[name] for name in sorted(pods)] if pods else []
+
+    def all_pods(self) -> list[TargetPod]:
+        return [p for ns in sorted(self._pods) for p in self.pods(ns)]
+
+    def pod(self, ref: PodRef) -> TargetPod | None:
+        pods = self._pods.get(ref.namespace)
+        return pods.get(ref.name) if pods else None
+
+    def put_pod(self, pod: TargetPod) -> TargetPod | None:
+        """Remember a pod; returns what was known of it before."""
+        pods = self._pods.setdefault(pod.namespace, {})
+        before = pods.get(pod.name)
+        pods[pod.name] = pod
+        return before
+
+    def drop_pod(self, ref: PodRef) -> None:
+        pods = self._pods.get(ref.namespace)
+        if pods is not None:
+            pods.pop(ref.name, None)
+            if not pods:
+                del self._pods[ref.namespace]

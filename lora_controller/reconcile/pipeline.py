@@ -1,0 +1,208 @@
+"""One reconcile of one namespace, top to bottom.
+
+    snapshot  the namespace's resources, pods and pod reports, read once from the caches
+    discover  what each resource's source offers (cached; a failure is that resource's alone)
+    select    which adapters each resource gets, name conflicts settled (oldest wins)
+    place     where each adapter should be (the scheduler, the whole namespace at once)
+    stage     remote adapters' files into the adapter store, for placed adapters only
+    plan      loads and unloads that make the pods' reports match the placement (pure)
+    execute   the plan, less what backs off (leader only; status says Loading first)
+    confirm   the touched pods read again: only a pod's `/v1/models` confirms anything
+    report    statuses, Events, metrics; lazy-load requests answered
+    finish    finalizers of deleted resources, the adapter store's garbage
+
+Every side effect goes through the round's `Writer` (nothing, on a standby). The reconcile is
+level-based: it reads the world and acts on it, whatever event caused it, and it is the namespace's
+only writer (the work queue never runs one key twice at once, and lazy loads go through it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from lora_controller.api.types import LoraAdapter
+from lora_controller.core.clock import Clock
+from lora_controller.kube.runner import Result
+from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState, discover_all
+from lora_controller.reconcile.finalizing import collect_store, ensure_finalizers, finish_deletions
+from lora_controller.reconcile.lazy import LazyLoads, Verdict
+from lora_controller.reconcile.metrics import DRIFT_CORRECTIONS, observe_phases, observe_pod_usage
+from lora_controller.reconcile.placement import current_placement, desired_adapters, place
+from lora_controller.reconcile.planning import Load, Plan, plan
+from lora_controller.reconcile.refs import CrRef
+from lora_controller.reconcile.reporting import Reporter, Round, record_confirmations
+from lora_controller.reconcile.snapshot import (
+    NamespaceCache,
+    NamespaceSnapshot,
+    PodReports,
+    take_snapshot,
+)
+from lora_controller.reconcile.staging import stage_placed
+from lora_controller.reconcile.state import NamespaceState
+from lora_controller.reconcile.wanting import select
+from lora_controller.reconcile.world import ownership
+from lora_controller.reconcile.writer import Writer, Writers
+from lora_controller.scheduler.model import AdapterKey
+from lora_controller.sources.model import DiscoveredAdapter
+from lora_controller.sources.store import AdapterStore
+
+PENDING_AFTER = 1.0
+"""A new resource whose discovery takes longer than this is shown as Pending meanwhile."""
+
+
+class Watches(Protocol):
+    """The per-namespace watches (watches.py): made to fit the resources, synced or not."""
+
+    def sync(self, namespace: str, crs: Sequence[LoraAdapter]) -> None: ...
+
+    def synced(self, namespace: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Timing:
+    requeue_pending: float = 2.0  # while loads are in flight
+    resync: float = 300.0  # when nothing is pending
+
+
+class NamespaceReconciler:
+    def __init__(self, *, cache: NamespaceCache, watches: Watches, observer: PodReports,
+                 discovery: DiscoveryCache, store: AdapterStore, writers: Writers,
+                 lazy: LazyLoads, clock: Clock, timing: Timing | None = None) -> None:
+        self.cache = cache
+        self.watches = watches
+        self.observer = observer
+        self.discovery = discovery
+        self.store = store
+        self.writers = writers
+        self.lazy = lazy
+        self.clock = clock
+        self.timing = timing or Timing()
+        self.reporter = Reporter()
+        self.states: dict[str, NamespaceState] = {}
+
+    async def reconcile(self, namespace: str) -> Result:
+        crs = self.cache.crs(namespace)
+        self.watches.sync(namespace, [c for c in crs if not c.metadata.deletion_timestamp] or crs)
+        if not self.watches.synced(namespace):
+            return Result(requeue_after=0.2)
+        writer = self.writers.current()
+        state = self.states.setdefault(namespace, NamespaceState())
+        snapshot = await take_snapshot(self.cache, self.observer, namespace)
+        await ensure_finalizers(writer, snapshot.live)
+        r = await self._decide(writer, state, snapshot)
+        r, waiting = await self._execute(writer, state, r)
+        pending = await self._report(writer, state, r)
+        await finish_deletions(writer, r.snapshot, r.own, self.discovery)
+        await collect_store(writer, namespace, r.selection.wanted, r.snapshot)
+        return self._next(state, r, waiting=waiting, pending=pending)
+
+    async def _discover(self, writer: Writer,
+                        snapshot: NamespaceSnapshot) -> dict[CrRef, DiscoveryState]:
+        """Discover every live resource; say Pending for new ones if their source is slow."""
+        task = asyncio.ensure_future(discover_all(self.discovery, snapshot.live))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=PENDING_AFTER)
+            if not done:
+                new = [c for c in snapshot.live if c.status is None]
+                await self.reporter.pending(writer, new, self.clock.now())
+            return await task
+        finally:
+            task.cancel()
+
+    async def _decide(self, writer: Writer, state: NamespaceState,
+                      snapshot: NamespaceSnapshot) -> Round:
+        """Discover, select, place, stage and plan."""
+        discoveries = await self._discover(writer, snapshot)
+        selection = select(snapshot.live, {ref: d.discovery for ref, d in discoveries.items()},
+                           snapshot.pods, self._store_path)
+        own = ownership(snapshot.crs, store_root=str(self.store.root),
+                        namespace=snapshot.namespace, wanted=list(selection.wanted.values()))
+        current = current_placement(snapshot, own, selection.wanted, state.schedule)
+        schedule = place(state, snapshot, selection.wanted, current)
+        state.selection, state.by_name = selection, selection.by_name()
+        state.forget_pods({p.name for p in snapshot.pods})
+        observe_pod_usage(schedule, selection.wanted, snapshot.pods)
+        stage_errors = await stage_placed(writer, schedule, selection.wanted, discoveries)
+        desired = desired_adapters(schedule, selection.wanted, skip=stage_errors,
+                                   active=self.lazy.active(snapshot.namespace))
+        the_plan = plan(desired=desired, observed=snapshot.readable, managed=own.owner,
+                        protected={p.ref: frozenset(p.startup_adapters) for p in snapshot.pods})
+        return Round(snapshot=snapshot, discoveries=discoveries, selection=selection,
+                     schedule=schedule, stage_errors=stage_errors, plan=the_plan, own=own)
+
+    def _store_path(self, cr: LoraAdapter, adapter: DiscoveredAdapter) -> str:
+        return str(self.store.path_for(namespace=cr.metadata.namespace, cr=cr.metadata.name,
+                                       adapter=adapter.name, version=adapter.version))
+
+    async def _execute(self, writer: Writer, state: NamespaceState,
+                       r: Round) -> tuple[Round, int]:
+        """Run what may run now (the rest waits for its backoff), then read the touched pods."""
+        runnable, waiting = state.backoff.split(r.plan.actions, self.clock.monotonic())
+        r = replace(r, plan=Plan(runnable, r.plan.conflicts))
+        if not runnable or not writer.acts:
+            return r, waiting
+        await self.reporter.statuses(writer, state, replace(r, executing=True), self.clock.now())
+        for action in r.plan.loads:
+            if (action.pod.name, action.name) in state.loaded_once and not action.inplace:
+                DRIFT_CORRECTIONS.inc()
+        endpoints = {p.ref: p.endpoint for p in r.snapshot.pods if p.endpoint is not None}
+        outcomes = await writer.execute(runnable, endpoints)
+        state.backoff.record(outcomes, self.clock.monotonic())
+        for o in outcomes:
+            key = (o.action.pod.name, o.action.name)
+            if o.ok:
+                state.last_errors.pop(key, None)
+            else:
+                verb = "load" if isinstance(o.action, Load) else "unload"
+                state.last_errors[key] = f"{verb} on pod {o.action.pod.name} failed: {o.message}"
+        touched = sorted({o.action.pod for o in outcomes})
+        await asyncio.gather(*(self.observer.probe(p) for p in touched))
+        return replace(r, snapshot=r.snapshot.with_reports(self.observer, touched),
+                       outcomes=tuple(outcomes)), waiting
+
+    async def _report(self, writer: Writer, state: NamespaceState, r: Round) -> bool:
+        """Statuses, Events and metrics; answer lazy-load requests. True: work is pending."""
+        record_confirmations(state, r)
+        pending = await self.reporter.statuses(writer, state, r, self.clock.now())
+        if r.outcomes:
+            await self.reporter.actions(writer, r)
+        await self.reporter.preemptions(writer, r)
+        observe_phases(reports for s in self.states.values() for reports in s.reports.values())
+        self.lazy.settle(r.snapshot.namespace, r.selection.wanted, lazy_verdict(r, state))
+        return pending
+
+    def _next(self, state: NamespaceState, r: Round, *, waiting: int, pending: bool) -> Result:
+        if waiting or any(not o.ok for o in r.outcomes):
+            next_try = state.backoff.next_in(self.clock.monotonic())
+            return Result(requeue_after=max(0.05, next_try or self.timing.requeue_pending))
+        if pending or self.lazy.pending(r.snapshot.namespace):
+            return Result(requeue_after=self.timing.requeue_pending)
+        retry = [d.retry_in for d in r.discoveries.values() if d.problem is not None]
+        if retry:
+            return Result(requeue_after=min(retry))
+        return Result(requeue_after=self.timing.resync)
+
+
+def lazy_verdict(r: Round, state: NamespaceState) -> Verdict:
+    """How a lazy-load request stands after this round (see `LazyLoads.settle`)."""
+
+    def verdict(key: AdapterKey) -> str | None:
+        w = r.selection.wanted[key]
+        placed = r.schedule.placement.get(key, ())
+        if any(r.confirmed(w, p) for p in placed):
+            return ""
+        if not placed:
+            short = r.schedule.unplaced.get(w.key)
+            return f"adapter {w.adapter.name} has no pod: " + (
+                short.message if short else "nothing could be placed")
+        if w.key in r.stage_errors:
+            return r.stage_errors[w.key]
+        errors = [state.last_errors.get((p, w.adapter.name)) for p in placed]
+        if all(errors):
+            return "; ".join(sorted({e for e in errors if e}))
+        return None
+
+    return verdict

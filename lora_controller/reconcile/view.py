@@ -1,0 +1,192 @@
+"""The read side for routers: a narrow, read-only view of the fleet, and the one write it allows.
+
+The router API depends on `FleetView` (a protocol), never on the controller's internals. Every
+answer comes from the caches and from what pods confirm on `/v1/models` (never from intent), so
+every replica, leader or standby, answers the same. The one action, `ensure`, asks the
+namespace's reconcile to load a lazy adapter and waits for a pod to confirm it (lazy.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from lora_controller.api.types import LoraAdapter
+from lora_controller.reconcile.cache import ClusterCache
+from lora_controller.reconcile.lazy import LazyLoads
+from lora_controller.reconcile.observing import Observer
+from lora_controller.reconcile.pods import TargetPod
+from lora_controller.reconcile.refs import CrRef, PodRef
+from lora_controller.reconcile.state import NamespaceState
+from lora_controller.reconcile.world import Wanted
+from lora_controller.scheduler.model import AdapterKey, PodKey
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    namespace: str
+    name: str
+    ip: str | None
+    port: int
+    base_url: str | None
+    ready: bool
+    observed_at: datetime | None  # when its `/v1/models` was last read
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str
+    namespace: str
+    lora_adapter: str
+    base_model: str
+    path: str
+    version: str
+    lazy: bool
+    placed: tuple[str, ...]  # pod names the scheduler chose
+    confirmed: tuple[PodInfo, ...]  # pods whose `/v1/models` lists it with that path
+
+    @property
+    def key(self) -> AdapterKey:
+        return AdapterKey(self.namespace, self.lora_adapter, self.name)
+
+
+@dataclass(frozen=True)
+class PodDetail:
+    pod: PodInfo
+    observed: bool  # the last read succeeded
+    error: str | None
+    adapters: tuple[tuple[str, str | None], ...]  # (name, root) as the pod lists them
+    placed: tuple[str, ...]  # adapter keys the scheduler placed there
+
+
+class EnsureFailed(Exception):
+    """A lazy load that did not end with a confirmed pod; `reason` is CamelCase."""
+
+    def __init__(self, reason: str, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+class FleetView(Protocol):
+    @property
+    def synced(self) -> bool: ...
+
+    def serves_namespace(self, namespace: str) -> bool: ...
+
+    def adapters(self, namespace: str | None = None) -> list[AdapterInfo]: ...
+
+    def adapters_named(self, name: str, namespace: str | None = None) -> list[AdapterInfo]: ...
+
+    def pod(self, namespace: str, name: str) -> PodDetail | None: ...
+
+    def lora_adapter(self, namespace: str, name: str) -> LoraAdapter | None: ...
+
+    async def ensure(self, adapter: AdapterInfo, *, timeout: float) -> list[PodInfo]: ...
+
+
+def pod_info(pod: TargetPod, observed_at: datetime | None) -> PodInfo:
+    return PodInfo(namespace=pod.namespace, name=pod.name, ip=pod.ip, port=pod.port,
+                   base_url=pod.base_url, ready=pod.ready, observed_at=observed_at)
+
+
+class ControllerView:
+    """`FleetView` over the controller's caches, observer and per-namespace memory."""
+
+    def __init__(self, *, cache: ClusterCache, observer: Observer,
+                 states: dict[str, NamespaceState], lazy: LazyLoads,
+                 namespaces: Sequence[str] | None) -> None:
+        self.cache = cache
+        self.observer = observer
+        self.states = states
+        self.lazy = lazy
+        self.namespaces = frozenset(namespaces) if namespaces else None
+
+    @property
+    def synced(self) -> bool:
+        return self.cache.synced
+
+    def serves_namespace(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+    def _info(self, w: Wanted, state: NamespaceState) -> AdapterInfo:
+        placed = state.schedule.placement.get(w.key, ()) if state.schedule else ()
+        return AdapterInfo(
+            name=w.adapter.name, namespace=w.cr.metadata.namespace, lora_adapter=w.cr.metadata.name,
+            base_model=w.cr.spec.base_model, path=w.path, version=w.adapter.version, lazy=w.lazy,
+            placed=tuple(placed), confirmed=tuple(self._confirmed(w)))
+
+    def _confirmed(self, w: Wanted) -> list[PodInfo]:
+        out = []
+        for ref in self.observer.pods_listing(w.adapter.name):
+            if ref.namespace != w.cr.metadata.namespace:
+                continue
+            pod, obs = self.cache.pod(ref), self.observer.get(ref)
+            if pod is not None and obs is not None and obs.ok and \
+                    obs.adapters.get(w.adapter.name) == w.path:
+                out.append(pod_info(pod, obs.observed_at))
+        return out
+
+    def adapters(self, namespace: str | None = None) -> list[AdapterInfo]:
+        out: list[AdapterInfo] = []
+        for ns in sorted(self.states) if namespace is None else [namespace]:
+            state = self.states.get(ns)
+            if state is not None:
+                wanted = state.selection.wanted
+                out.extend(self._info(wanted[k], state) for k in sorted(wanted))
+        return out
+
+    def adapters_named(self, name: str, namespace: str | None = None) -> list[AdapterInfo]:
+        out: list[AdapterInfo] = []
+        for ns in sorted(self.states) if namespace is None else [namespace]:
+            state = self.states.get(ns)
+            if state is not None:
+                out.extend(self._info(w, state) for w in state.by_name.get(name, ()))
+        return out
+
+    def pod(self, namespace: str, name: str) -> PodDetail | None:
+        ref = PodRef(namespace, name)
+        pod = self.cache.pod(ref)
+        if pod is None:
+            return None
+        obs = self.observer.get(ref)
+        state = self.states.get(namespace)
+        placed = state.schedule.get_pod_adapters(PodKey(name)) if state and state.schedule else ()
+        ok = obs is not None and obs.ok
+        return PodDetail(
+            pod=pod_info(pod, obs.observed_at if obs is not None and ok else None), observed=ok,
+            error=obs.error if obs is not None else "not observed yet",
+            adapters=tuple(obs.adapters.items()) if obs is not None and ok else (),
+            placed=tuple(str(k) for k in placed))
+
+    def lora_adapter(self, namespace: str, name: str) -> LoraAdapter | None:
+        return self.cache.cr(CrRef(namespace, name))
+
+    async def ensure(self, adapter: AdapterInfo, *, timeout: float) -> list[PodInfo]:
+        """Have the adapter's namespace load it, and wait until a pod confirms it."""
+        ref = f"LoraAdapter {adapter.namespace}/{adapter.lora_adapter}"
+        if not adapter.placed:
+            raise EnsureFailed("NotPlaced", f"adapter {adapter.name} has no pod: see the status "
+                               f"of {ref}", retry_after=10)
+        request = self.lazy.request(adapter.key)
+        try:
+            why = await asyncio.wait_for(asyncio.shield(request), timeout)
+        except TimeoutError:
+            raise EnsureFailed("LoadTimeout", f"adapter {adapter.name} is still loading",
+                               retry_after=5) from None
+        if why is not None:
+            raise EnsureFailed("LoadFailed", f"loading adapter {adapter.name} failed: {why}",
+                               retry_after=10)
+        state = self.states.get(adapter.namespace)
+        w = next((w for w in (state.by_name.get(adapter.name, ()) if state else ())
+                  if w.key == adapter.key), None)
+        pods = self._confirmed(w) if w is not None else []
+        if not pods:
+            raise EnsureFailed("LoadFailed", f"no pod confirmed adapter {adapter.name}; see the "
+                               f"status of {ref}", retry_after=5)
+        return pods
+

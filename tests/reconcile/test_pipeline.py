@@ -1,0 +1,169 @@
+"""The reconcile pipeline, stage by stage, without an API server (fakes.py says what is real)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from lora_controller.api.types import FINALIZER, Phase
+from lora_controller.reconcile.metrics import DRIFT_CORRECTIONS
+from lora_controller.reconcile.snapshot import take_snapshot
+from lora_controller.scheduler.model import AdapterKey
+from lora_controller.simulator.fleet import SimulatedFleet
+from lora_controller.vllm.client import VllmClient
+from tests.reconcile.fakes import MODEL, World, cr_object
+from tests.support.adapters import write_adapter
+
+NS = "team-a"
+
+
+def adapters(root: Path, names: list[str]) -> Path:
+    for i, name in enumerate(names):
+        write_adapter(root / name, base_model=MODEL, seed=i)
+    return root
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with SimulatedFleet() as fleet, aiohttp.ClientSession() as session:
+        client = VllmClient(session=session, timeout=5, load_timeout=10)
+        yield World(NS, fleet, client, tmp_path / "store")
+
+
+async def test_snapshot_reads_unread_usable_pods_only(world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    await world.add_pod("p2", ready=False)
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+    snap = await take_snapshot(world.cache, world.observer, NS)
+    assert [p.name for p in snap.pods] == ["p1", "p2"]
+    assert set(snap.observations) == {"p1"}, "an unready pod is not read before it is usable"
+    assert [c.metadata.name for c in snap.live] == ["a"] and not snap.deleting
+
+
+async def test_one_reconcile_loads_confirms_and_reports_ready(world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    await world.add_pod("p2")
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x", "y"]),
+                          deploymentConfig={"replicas": 2}))
+    await world.reconcile()
+    assert set(world.loaded("p1")) == {"x", "y"} and set(world.loaded("p2")) == {"x", "y"}
+    phases = [s.phase for name, s in world.writer.statuses if name == "a"]
+    assert phases[0] is Phase.LOADING, "Loading is written before the loads run"
+    final = world.writer.last_status("a")
+    assert final.phase is Phase.READY and final.loaded_count == 2 == len(final.loaded_adapters)
+    assert FINALIZER in (world.cr("a") or {})["metadata"]["finalizers"]
+    assert any(reason == "AdaptersLoaded" for _, reason, _ in world.writer.events)
+    requeue = await world.reconcile()
+    assert world.writer.executed.count(world.writer.executed[0]) == 1, "a second pass loads nothing"
+    assert requeue == world.reconciler.timing.resync
+
+
+async def test_a_standby_runs_the_pipeline_and_writes_nothing(world: World, tmp_path: Path) -> None:
+    world.leading = False
+    await world.add_pod("p1")
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+    await world.reconcile()
+    assert world.loaded("p1") == {} and world.writer.statuses == [] and not world.writer.executed
+    state = world.reconciler.states[NS]
+    assert state.schedule is not None and state.schedule.placement, "it still places (for routers)"
+
+
+async def test_a_restarted_pod_gets_its_adapters_back(world: World, tmp_path: Path) -> None:
+    sim = await world.add_pod("p1")
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+    await world.reconcile()
+    before = DRIFT_CORRECTIONS._value.get()
+    await sim.restart()
+    await world.observer.probe(world.cache.pods(NS)[0].ref)
+    await world.reconcile()
+    assert set(world.loaded("p1")) == {"x"}
+    assert DRIFT_CORRECTIONS._value.get() == before + 1
+
+
+async def test_a_failing_load_backs_off_and_says_why(world: World, tmp_path: Path) -> None:
+    sim = await world.add_pod("p1")
+    sim.config.faults.refuse_loads = True
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+    requeue = await world.reconcile()
+    status = world.writer.last_status("a")
+    assert status.phase is Phase.FAILED and "load on pod p1 failed" in status.failed_adapters[0].reason
+    assert requeue is not None and 0.5 <= requeue <= 1.0, "the next try waits for the backoff"
+    tries = len(world.writer.executed)
+    await world.reconcile()
+    assert len(world.writer.executed) == tries, "no retry before the backoff ends"
+    sim.config.faults.refuse_loads = False
+    await world.clock.advance(1.1)
+    await world.reconcile()
+    assert world.writer.last_status("a").phase is Phase.READY
+
+
+async def test_one_resource_failing_never_stops_the_others(world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    world.apply(cr_object(NS, "good", adapters(tmp_path / "good", ["x"])))
+    world.apply(cr_object(NS, "bad", tmp_path / "bad", created="2026-01-02T00:00:00Z"))
+    real = world.reconciler.discovery.discover_fn
+
+    async def discover(spec, **kw):  # type: ignore[no-untyped-def]
+        if spec.adapter_source.repository.endswith("bad"):
+            raise RecursionError("maximum recursion depth exceeded")
+        return await real(spec, **kw)
+
+    world.reconciler.discovery.discover_fn = discover
+    await world.reconcile()
+    assert world.writer.last_status("good").phase is Phase.READY
+    bad = world.writer.last_status("bad")
+    ready = next(c for c in bad.conditions if c.type == "Ready")
+    assert bad.phase is Phase.FAILED and ready.reason == "InternalError"
+    assert "RecursionError" in ready.message
+
+
+async def test_a_slow_source_shows_pending_first(world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+    real = world.reconciler.discovery.discover_fn
+
+    async def slow(spec, **kw):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(1.3)
+        return await real(spec, **kw)
+
+    world.reconciler.discovery.discover_fn = slow
+    await world.reconcile()
+    phases = [s.phase for _, s in world.writer.statuses]
+    assert phases[0] is Phase.PENDING and phases[-1] is Phase.READY
+
+
+async def test_deleting_unloads_then_drops_the_finalizer(world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+    await world.reconcile()
+    world.delete("a")
+    await world.reconcile()
+    assert world.loaded("p1") == {}
+    await world.reconcile()
+    assert world.writer.finalizers_removed == ["a"]
+
+
+async def test_lazy_requests_share_one_load_and_a_deleted_resource_loads_nothing(
+        world: World, tmp_path: Path) -> None:
+    sim = await world.add_pod("p1")
+    sim.config.faults.load_latency_ms = 200
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x", "y"]),
+                          deploymentConfig={"loadOnStartup": False}))
+    await world.reconcile()
+    assert world.loaded("p1") == {} and world.writer.last_status("a").phase is Phase.READY
+    x, y = AdapterKey(NS, "a", "x"), AdapterKey(NS, "a", "y")
+    asks = [world.lazy.request(x) for _ in range(50)]
+    assert len({id(f) for f in asks}) == 1, "concurrent asks share one request"
+    await asyncio.gather(world.reconcile(), world.reconcile())  # two rounds racing
+    assert await asks[0] is None and set(world.loaded("p1")) == {"x"}
+    loads = [e for e in sim.load_log if e.action == "load" and e.name == "x"]
+    assert len(loads) == 1, f"one load for 50 asks and two rounds, saw {len(loads)}"
+    late = world.lazy.request(y)
+    world.delete("a")
+    await world.reconcile()
+    assert "no longer wanted" in (await late or "")
+    assert "y" not in world.loaded("p1"), "nothing is loaded for a resource being deleted"
