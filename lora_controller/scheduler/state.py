@@ -266,7 +266,7 @@ class AdapterState:
         self.nodes: dict[str, int] = {}
         self.zones: dict[str, int] = {}
         # Index into the run's event log from which a failed search must be redone; None: never
-        # failed (or placed since). See Scheduler for why this is sound.
+        # failed (or placed since). See run.py for why this is sound.
         self.cert_at: int | None = None
         # The same for a failed one-move repair: redone only after an event in the group.
         self.repair_at: int | None = None
