@@ -40,73 +40,26 @@ def _capacities_of(pods: list[PodState]) -> list[tuple[int, PodKey]]:
 
 def explain(adapter: AdapterState, pods_of_base_model: int) -> str:
     """The reason the next replica of `adapter` cannot be placed on the current state."""
-    base_model = adapter.demand.base_model
     group = adapter.group
     if group is None or not pods_of_base_model:
-        return f"no pod serves base model {base_model}"
-    selector = adapter.eligible
-    if selector is None:
-        matching = len(group.pods)
-        which = f"serving base model {base_model}"
-        also = ""
-    else:
-        matching = sum(1 for k in selector if k in group.pods)
-        if not matching:
-            return "no pod matches this adapter's podSelector"
-        which = f"serving base model {base_model} and matching its podSelector"
-        also = ", matching its podSelector"
-    ready = group.usable_pods(0, selector)
-    if not ready:
-        return f"none of the {matching} pods {which} is Ready"
-    eligible = group.usable_pods(adapter.rank, selector)
-    if not eligible:
-        largest = max(p.max_rank for p in ready)
-        return (
-            f"rank {adapter.rank} exceeds the max-lora-rank of every Ready pod serving "
-            f"{base_model}{' that matches its podSelector' if selector is not None else ''} "
-            f"(largest {largest})"
-        )
-    hosted = adapter.pods
+        return f"no pod serves base model {adapter.demand.base_model}"
+    eligible = _eligible(adapter, group)
+    if isinstance(eligible, str):
+        return eligible
     on_eligible = sum(
-        1 for p in hosted.values()
+        1 for p in adapter.pods.values()
         if p.ready and p.max_rank >= adapter.rank and adapter.may_use(p)
     )
     if on_eligible >= len(eligible):
+        also = "" if adapter.eligible is None else ", matching its podSelector"
         return (
             f"one replica per pod, and all {len(eligible)} eligible pods (Ready, serving "
-            f"{base_model}, max-lora-rank >= {adapter.rank}{also}) already have it"
+            f"{adapter.demand.base_model}, max-lora-rank >= {adapter.rank}{also}) already have it"
         )
-    caps = _capacities(group, adapter.rank) if selector is None else _capacities_of(eligible)
-    largest_cap = next((cap for cap, key in caps if key not in hosted), None)
-    if largest_cap is None:
-        return (
-            "no eligible pod has an adapter slot (--max-cpu-loras, less adapters loaded "
-            "outside the controller)"
-        )
-    if adapter.mem > largest_cap:
-        return (
-            f"needs {format_bytes(adapter.mem)}, more than the adapter memory capacity of any "
-            f"eligible pod (largest {_memory(largest_cap)})"
-        )
-    largest_free: int | None = None
-    with_slot = 0
-    if selector is None:
-        for klass in group.classes_for(adapter.rank):
-            for entry in reversed(klass.entries):
-                if entry[2] not in hosted:
-                    if largest_free is None or entry[0] > largest_free:
-                        largest_free = entry[0]
-                    break
-            with_slot += len(klass.entries)
-        with_slot -= sum(1 for p in hosted.values() if _listed(p))
-        lower = group.has_priority_below(adapter.prio)
-    else:
-        for p in eligible:
-            if p.entry is not None and p.key not in hosted:
-                with_slot += 1
-                if largest_free is None or p.free_mem > largest_free:
-                    largest_free = p.free_mem
-        lower = any(q < adapter.prio for p in eligible for q in p.prio_count)
+    too_small = _capacity_reason(adapter, group, eligible)
+    if too_small is not None:
+        return too_small
+    largest_free, with_slot, lower = _free_room(adapter, group, eligible)
     candidates = len(eligible) - on_eligible
     if largest_free is None:
         reason = (
@@ -120,14 +73,93 @@ def explain(adapter: AdapterState, pods_of_base_model: int) -> str:
         )
         if candidates > with_slot:
             reason += f" ({candidates - with_slot} more eligible pods have no free slot)"
+    return reason + _preemption_note(adapter, lower)
+
+
+def _eligible(adapter: AdapterState, group: GroupState) -> list[PodState] | str:
+    """The pods a replica of `adapter` may use (Ready, matching, rank admitted), or why none."""
+    base_model = adapter.demand.base_model
+    selector = adapter.eligible
+    if selector is None:
+        matching = len(group.pods)
+        which = f"serving base model {base_model}"
+    else:
+        matching = sum(1 for k in selector if k in group.pods)
+        if not matching:
+            return "no pod matches this adapter's podSelector"
+        which = f"serving base model {base_model} and matching its podSelector"
+    ready = group.usable_pods(0, selector)
+    if not ready:
+        return f"none of the {matching} pods {which} is Ready"
+    eligible = group.usable_pods(adapter.rank, selector)
+    if not eligible:
+        largest = max(p.max_rank for p in ready)
+        return (
+            f"rank {adapter.rank} exceeds the max-lora-rank of every Ready pod serving "
+            f"{base_model}{' that matches its podSelector' if selector is not None else ''} "
+            f"(largest {largest})"
+        )
+    return eligible
+
+
+def _capacity_reason(
+    adapter: AdapterState, group: GroupState, eligible: list[PodState]
+) -> str | None:
+    """Why no eligible pod could take a replica even empty, or None if one could."""
+    hosted = adapter.pods
+    if adapter.eligible is None:
+        caps = _capacities(group, adapter.rank)
+    else:
+        caps = _capacities_of(eligible)
+    largest_cap = next((cap for cap, key in caps if key not in hosted), None)
+    if largest_cap is None:
+        return (
+            "no eligible pod has an adapter slot (--max-cpu-loras, less adapters loaded "
+            "outside the controller)"
+        )
+    if adapter.mem > largest_cap:
+        return (
+            f"needs {format_bytes(adapter.mem)}, more than the adapter memory capacity of any "
+            f"eligible pod (largest {_memory(largest_cap)})"
+        )
+    return None
+
+
+def _free_room(
+    adapter: AdapterState, group: GroupState, eligible: list[PodState]
+) -> tuple[int | None, int, bool]:
+    """The largest free memory on an eligible pod with a free slot and without the adapter (None:
+    no such pod), how many such pods there are, and whether a lower priority is placed there."""
+    hosted = adapter.pods
+    largest_free: int | None = None
+    with_slot = 0
+    if adapter.eligible is None:
+        for klass in group.classes_for(adapter.rank):
+            for entry in reversed(klass.entries):
+                if entry[2] not in hosted:
+                    if largest_free is None or entry[0] > largest_free:
+                        largest_free = entry[0]
+                    break
+            with_slot += len(klass.entries)
+        with_slot -= sum(1 for p in hosted.values() if _listed(p))
+        return largest_free, with_slot, group.has_priority_below(adapter.prio)
+    for p in eligible:
+        if p.entry is not None and p.key not in hosted:
+            with_slot += 1
+            if largest_free is None or p.free_mem > largest_free:
+                largest_free = p.free_mem
+    return largest_free, with_slot, any(q < adapter.prio for p in eligible for q in p.prio_count)
+
+
+def _preemption_note(adapter: AdapterState, lower: bool) -> str:
+    """What preemption could not do, or would not (`lower`: lower priorities are placed)."""
     if adapter.evicts:
         if lower:
-            reason += f"; evicting adapters of priority below {adapter.prio} would not make room"
-        else:
-            reason += f"; no adapter of priority below {adapter.prio} to evict"
-    elif lower:
-        reason += "; preemptionPolicy None: lower-priority adapters are not evicted"
-    return reason
+            return f"; evicting adapters of priority below {adapter.prio} would not make room"
+        return f"; no adapter of priority below {adapter.prio} to evict"
+    if lower:
+        return "; preemptionPolicy None: lower-priority adapters are not evicted"
+    return ""
 
 
 def _listed(pod: PodState) -> bool:
