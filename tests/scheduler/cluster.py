@@ -188,10 +188,43 @@ def check(
     current: Mapping[AdapterKey, Sequence[PodKey]] | None = None,
 ) -> None:
     """Assert every invariant of a schedule; raise AssertionError naming the broken one."""
-    current = current or {}
     by_pod = {p.key: p for p in pods}
     by_key = {a.key: a for a in adapters}
     assert set(result.placement) == set(by_key), "placement must list exactly the adapters asked for"
+    _check_placed(by_key, by_pod, result, current or {})
+    hosted = usage(adapters, result.placement)
+    for pk, items in hosted.items():
+        mem, slots = free_room(by_pod[pk], items)
+        assert mem >= 0, f"pod {pk} memory exceeded by {-mem} bytes"
+        assert slots >= 0, f"pod {pk} slots exceeded"
+    _check_shortfalls(by_key, result)
+    # Maximality and priority: a missing replica fits nowhere, even by evicting lower priorities
+    # when its policy allows it.
+    for k in result.unplaced:
+        a = by_key[k]
+        for p in pods:
+            if eligible(a, p) and p.key not in result.placement[k]:
+                _assert_no_room(a, p, hosted.get(p.key, []), "left short")
+    # Adapters on every pod: every eligible pod holds it or has no room for it.
+    for a in adapters:
+        if a.replicas is not None:
+            continue
+        for p in pods:
+            if eligible(a, p) and p.key not in result.placement[a.key]:
+                _assert_no_room(a, p, hosted.get(p.key, []), "wants every pod but skipped")
+    _check_no_repair_left(by_key, pods, result, hosted)
+    for m in result.moves:
+        check_move(m, by_key, by_pod)
+    _check_preemptions(by_key, result)
+
+
+def _check_placed(
+    by_key: Mapping[AdapterKey, AdapterDemand],
+    by_pod: Mapping[PodKey, PodCapacity],
+    result: Schedule,
+    current: Mapping[AdapterKey, Sequence[PodKey]],
+) -> None:
+    """Every replica is on a pod that may hold it, at most one per pod, at most as many as wanted."""
     for k, placed in result.placement.items():
         a = by_key[k]
         assert list(placed) == sorted(set(placed)), f"{k}: pods not unique and sorted: {placed}"
@@ -205,12 +238,10 @@ def check(
             assert p.max_lora_rank >= (a.rank or 0), f"{k} rank above pod {pk}'s max-lora-rank"
             assert selected(a, p), f"{k} on pod {pk}, which its podSelector does not match"
             assert pk in before or p.ready, f"{k} newly placed on not-Ready pod {pk}"
-    hosted = usage(adapters, result.placement)
-    for pk, items in hosted.items():
-        mem, slots = free_room(by_pod[pk], items)
-        assert mem >= 0, f"pod {pk} memory exceeded by {-mem} bytes"
-        assert slots >= 0, f"pod {pk} slots exceeded"
-    # Shortfalls: exactly the adapters with missing replicas, one reason per missing replica.
+
+
+def _check_shortfalls(by_key: Mapping[AdapterKey, AdapterDemand], result: Schedule) -> None:
+    """Exactly the adapters with missing replicas are unplaced, one reason per missing replica."""
     for k, a in by_key.items():
         placed = len(result.placement[k])
         short = (placed == 0) if a.replicas is None else placed < a.replicas
@@ -223,32 +254,26 @@ def check(
         missing = 1 if a.replicas is None else a.replicas - placed
         assert shortfall.missing == missing, f"{k}: {shortfall.missing} reasons for {missing} missing"
         assert all(r.strip() for r in shortfall.reasons)
-    # Maximality and priority: a missing replica fits nowhere, even by evicting lower priorities
-    # when its policy allows it.
-    for k in result.unplaced:
-        a = by_key[k]
-        for p in pods:
-            if not eligible(a, p) or p.key in result.placement[k]:
-                continue
-            items = hosted.get(p.key, [])
-            assert not fits(a, p, items), f"{k} left short although pod {p.key} has room"
-            if a.preemption_policy is PreemptionPolicy.LOWER_PRIORITY:
-                assert not fits_by_evicting_lower(a, p, items), (
-                    f"{k} (priority {a.priority}) left short although evicting lower priorities "
-                    f"on pod {p.key} would make room"
-                )
-    # Adapters on every pod: every eligible pod holds it or has no room for it.
-    for a in adapters:
-        if a.replicas is not None:
-            continue
-        for p in pods:
-            if eligible(a, p) and p.key not in result.placement[a.key]:
-                items = hosted.get(p.key, [])
-                assert not fits(a, p, items), f"{a.key} wants every pod but skipped {p.key}"
-                if a.preemption_policy is PreemptionPolicy.LOWER_PRIORITY:
-                    assert not fits_by_evicting_lower(a, p, items)
-    # One-move repair: no missing replica could get a pod by moving one replica R (never larger
-    # than it) from a pod P it may use to another pod Q with room for R.
+
+
+def _assert_no_room(a: AdapterDemand, p: PodCapacity, items: list[AdapterDemand], what: str) -> None:
+    """`a` does not fit on `p`, nor by evicting lower priorities when its policy allows it."""
+    assert not fits(a, p, items), f"{a.key} {what} although pod {p.key} has room"
+    if a.preemption_policy is PreemptionPolicy.LOWER_PRIORITY:
+        assert not fits_by_evicting_lower(a, p, items), (
+            f"{a.key} (priority {a.priority}) {what} although evicting lower priorities "
+            f"on pod {p.key} would make room"
+        )
+
+
+def _check_no_repair_left(
+    by_key: Mapping[AdapterKey, AdapterDemand],
+    pods: Sequence[PodCapacity],
+    result: Schedule,
+    hosted: Mapping[PodKey, list[AdapterDemand]],
+) -> None:
+    """One-move repair: no missing replica could get a pod by moving one replica R (never larger
+    than it) from a pod P it may use to another pod Q with room for R."""
     for k in result.unplaced:
         a = by_key[k]
         for p in pods:
@@ -266,9 +291,10 @@ def check(
                             f"{k} left short although moving {r.key} from {p.key} to {q.key} "
                             f"would make room"
                         )
-    for m in result.moves:
-        check_move(m, by_key, by_pod)
-    # Preemptions: by LowerPriority adapters of strictly higher priority, which then hold the pod.
+
+
+def _check_preemptions(by_key: Mapping[AdapterKey, AdapterDemand], result: Schedule) -> None:
+    """Preemptions: by LowerPriority adapters of strictly higher priority, which then hold the pod."""
     for e in result.preemptions:
         victim, by = by_key[e.victim], by_key[e.by]
         assert by.preemption_policy is PreemptionPolicy.LOWER_PRIORITY, f"{e}: policy None evicted"
