@@ -358,6 +358,22 @@ def test_incremental_run_after_losing_a_pod_matches_a_full_run() -> None:
     assert engine.incremental
 
 
+def test_a_run_leaves_nothing_of_its_own_to_the_next() -> None:
+    # Each schedule() call is a run of its own: the preemption of the first run is in its answer,
+    # and the next (incremental) run on that answer neither repeats it nor gives it as a reason.
+    pods = [pod("p0", slots=1)]
+    adapters = [adapter("low", priority=0), adapter("high", priority=100, cr="vip")]
+    engine = Scheduler()
+    first = engine.schedule(adapters, pods, {key("low"): (PodKey("p0"),)})
+    assert len(first.preemptions) == 1
+    assert first.unplaced[key("low")].reasons[0].startswith("preempted on pod p0")
+    again = engine.schedule(adapters, pods, first.placement)
+    assert engine.incremental
+    assert again == schedule(adapters, pods, first.placement)
+    assert again.preemptions == () and again.moves == ()
+    assert not again.unplaced[key("low")].reasons[0].startswith("preempted")
+
+
 def test_changed_input_falls_back_to_a_full_run() -> None:
     pods = [pod("p0"), pod("p1")]
     engine = Scheduler()
