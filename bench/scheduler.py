@@ -23,9 +23,6 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lora_controller.scheduler import (
     AdapterDemand,
@@ -36,7 +33,7 @@ from lora_controller.scheduler import (
     Scheduler,
     schedule,
 )
-from lora_controller.scheduler.optimum import optimality_ratio
+from lora_controller.scheduler.optimum import optimality_ratio, small_instance
 
 GI = 1 << 30
 MI = 1 << 20
@@ -103,37 +100,6 @@ def without_pod(adapters: list[AdapterDemand], lost: PodKey) -> list[AdapterDema
             new = rebuilt[id(a.eligible_pods)] = a.eligible_pods - {lost}
         out.append(dataclasses.replace(a, eligible_pods=new))
     return out
-
-
-def small_instance(rng: random.Random) -> tuple[list[AdapterDemand], list[PodCapacity]]:
-    """A small random cluster the integer program solves exactly: 2-6 pods of two base models,
-    mixed slots, ranks, capacities (some unknown), readiness, nodes and zones; 1-12 adapters."""
-    pods = [
-        PodCapacity(
-            key=PodKey(f"p{i}"),
-            base_model=rng.choice(["a", "a", "b"]),
-            adapter_slots=rng.randint(1, 5),
-            max_lora_rank=rng.choice([8, 16, 64]),
-            memory_capacity_bytes=rng.choice([None, rng.randint(1, 16) * 256 * MI]),
-            node=f"n{rng.randint(0, 3)}",
-            zone=f"z{rng.randint(0, 1)}",
-            ready=rng.random() > 0.1,
-        )
-        for i in range(rng.randint(2, 6))
-    ]
-    adapters = [
-        AdapterDemand(
-            key=AdapterKey("ns", "cr", f"a{j}"),
-            base_model=rng.choice(["a", "a", "b"]),
-            memory_bytes=rng.randint(0, 12) * 128 * MI,
-            rank=rng.choice([4, 8, 16, 32, 64]),
-            priority=rng.choice([0, 0, 10, 100]),
-            replicas=rng.choice([1, 1, 2, 3, None]),
-            preemption_policy=rng.choice(list(PreemptionPolicy)),
-        )
-        for j in range(rng.randint(1, 12))
-    ]
-    return adapters, pods
 
 
 def _timed(fn, repeat: int):  # type: ignore[no-untyped-def]

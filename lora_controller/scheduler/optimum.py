@@ -11,9 +11,18 @@ scipy is a test and benchmark dependency, not a runtime one: it is imported only
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 
-from lora_controller.scheduler.model import AdapterDemand, AdapterKey, PodCapacity, PodKey
+from lora_controller.scheduler.model import (
+    AdapterDemand,
+    AdapterKey,
+    PodCapacity,
+    PodKey,
+    PreemptionPolicy,
+)
+
+_MI = 1 << 20
 
 
 def _eligible(adapter: AdapterDemand, pod: PodCapacity) -> bool:
@@ -122,3 +131,48 @@ def optimality_ratio(
     if best <= 0:
         return 1.0
     return placed_value(placement, weights) / best
+
+
+def small_instance(
+    rng: random.Random, *, selectors: bool = False
+) -> tuple[list[AdapterDemand], list[PodCapacity]]:
+    """A small random cluster the integer program solves exactly: 2-6 pods of two base models,
+    mixed slots, ranks, capacities (some unknown), readiness, nodes and zones; 1-12 adapters of
+    mixed sizes, ranks, priorities, policies and replica counts. With `selectors`, each of two CRs
+    matches a random subset of the pods (or all of them)."""
+    pods = [
+        PodCapacity(
+            key=PodKey(f"p{i}"),
+            base_model=rng.choice(["a", "a", "b"]),
+            adapter_slots=rng.randint(1, 5),
+            max_lora_rank=rng.choice([8, 16, 64]),
+            memory_capacity_bytes=rng.choice([None, rng.randint(1, 16) * 256 * _MI]),
+            node=f"n{rng.randint(0, 3)}",
+            zone=f"z{rng.randint(0, 1)}",
+            ready=rng.random() > 0.1,
+        )
+        for i in range(rng.randint(2, 6))
+    ]
+    eligible: dict[str, frozenset[PodKey] | None] = {"cr": None}
+    crs = ["cr"] * 12
+    if selectors:
+        eligible = {
+            cr: frozenset(p.key for p in pods if rng.random() < 0.6) if rng.random() < 0.8
+            else None
+            for cr in ("cr1", "cr2")
+        }
+        crs = [rng.choice(["cr1", "cr2"]) for _ in range(12)]
+    adapters = [
+        AdapterDemand(
+            key=AdapterKey("ns", crs[j], f"a{j}"),
+            base_model=rng.choice(["a", "a", "b"]),
+            memory_bytes=rng.randint(0, 12) * 128 * _MI,
+            rank=rng.choice([4, 8, 16, 32, 64]),
+            priority=rng.choice([0, 0, 10, 100]),
+            replicas=rng.choice([1, 1, 2, 3, None]),
+            preemption_policy=rng.choice(list(PreemptionPolicy)),
+            eligible_pods=eligible[crs[j]],
+        )
+        for j in range(rng.randint(1, 12))
+    ]
+    return adapters, pods

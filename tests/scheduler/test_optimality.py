@@ -12,64 +12,15 @@ import statistics
 
 import pytest
 
-from lora_controller.scheduler import (
-    AdapterDemand,
-    AdapterKey,
-    PodCapacity,
-    PodKey,
-    PreemptionPolicy,
-    Strategy,
-    schedule,
-)
+from lora_controller.scheduler import Strategy, schedule
 from lora_controller.scheduler.optimum import (
     optimal_value,
     optimality_ratio,
     placed_value,
     priority_weights,
+    small_instance,
 )
 from tests.scheduler.cluster import GI, MI, adapter, check, pod
-
-
-def _instance(
-    rng: random.Random, *, selectors: bool = False
-) -> tuple[list[AdapterDemand], list[PodCapacity]]:
-    pods = [
-        PodCapacity(
-            key=PodKey(f"p{i}"),
-            base_model=rng.choice(["a", "a", "b"]),
-            adapter_slots=rng.randint(1, 5),
-            max_lora_rank=rng.choice([8, 16, 64]),
-            memory_capacity_bytes=rng.choice([None, rng.randint(1, 16) * 256 * MI]),
-            node=f"n{rng.randint(0, 3)}",
-            zone=f"z{rng.randint(0, 1)}",
-            ready=rng.random() > 0.1,
-        )
-        for i in range(rng.randint(2, 6))
-    ]
-    # With selectors, each of two CRs matches a random subset of the pods (or all of them).
-    eligible: dict[str, frozenset[PodKey] | None] = {"cr": None}
-    crs = ["cr"] * 12
-    if selectors:
-        eligible = {
-            cr: frozenset(p.key for p in pods if rng.random() < 0.6) if rng.random() < 0.8
-            else None
-            for cr in ("cr1", "cr2")
-        }
-        crs = [rng.choice(["cr1", "cr2"]) for _ in range(12)]
-    adapters = [
-        AdapterDemand(
-            key=AdapterKey("ns", crs[j], f"a{j}"),
-            base_model=rng.choice(["a", "a", "b"]),
-            memory_bytes=rng.randint(0, 12) * 128 * MI,
-            rank=rng.choice([4, 8, 16, 32, 64]),
-            priority=rng.choice([0, 0, 10, 100]),
-            replicas=rng.choice([1, 1, 2, 3, None]),
-            preemption_policy=rng.choice(list(PreemptionPolicy)),
-            eligible_pods=eligible[crs[j]],
-        )
-        for j in range(rng.randint(1, 12))
-    ]
-    return adapters, pods
 
 
 def test_the_integer_program_is_exact_on_a_known_case() -> None:
@@ -108,7 +59,7 @@ def test_mean_optimality_ratio(
     rng = random.Random(20240601)
     ratios = []
     for _ in range(150):
-        adapters, pods = _instance(rng, selectors=selectors)
+        adapters, pods = small_instance(rng, selectors=selectors)
         result = schedule(adapters, pods, strategy=strategy)
         check(adapters, pods, result)
         ratio = optimality_ratio(adapters, pods, result.placement)
