@@ -18,7 +18,11 @@ import structlog
 
 from lora_controller.api.types import AdapterSource, LoraAdapterSpec, SourceType
 from lora_controller.sources import metrics
-from lora_controller.sources.adapter_config import base_model_matches, parse_adapter_config
+from lora_controller.sources.adapter_config import (
+    MAX_CONFIG_BYTES,
+    base_model_matches,
+    parse_adapter_config,
+)
 from lora_controller.sources.credentials import SourceCredentials
 from lora_controller.sources.errors import (
     ADAPTER_WEIGHTS_MISSING,
@@ -54,7 +58,9 @@ class SourceReader(Protocol):
 
     async def resolve(self, candidate: Candidate) -> Candidate: ...
 
-    async def read_file(self, candidate: Candidate, path: str) -> bytes: ...
+    async def read_file(self, candidate: Candidate, path: str, *, max_bytes: int) -> bytes:
+        """At most `max_bytes` of a file of `candidate`; more than that fails (never read)."""
+        ...
 
     async def fetch(self, adapter: DiscoveredAdapter, file: AdapterFile, dest: Path) -> None: ...
 
@@ -241,7 +247,7 @@ async def _examine(
             name=name, reason=ADAPTER_WEIGHTS_MISSING, location=cand.location,
             message=f"{cand.location} has no weight file (adapter_model.safetensors or .bin)",
         )
-    raw = await reader.read_file(cand, CONFIG_FILE)
+    raw = await reader.read_file(cand, CONFIG_FILE, max_bytes=_config_limit(cand, files))
     try:
         config = parse_adapter_config(raw)
     except InvalidAdapterConfig as exc:
@@ -266,3 +272,14 @@ async def _examine(
         endpoint=endpoint,
         region=source.region if source.type is SourceType.S3 else None,
     )
+
+
+def _config_limit(cand: Candidate, files: tuple[AdapterFile, ...]) -> int:
+    """The bytes a read of the config may return: its listed size, refused above the maximum."""
+    listed = next((f.size for f in files if f.path == CONFIG_FILE), MAX_CONFIG_BYTES)
+    if listed > MAX_CONFIG_BYTES:
+        raise InvalidAdapterConfig(
+            f"{cand.location}/{CONFIG_FILE} is {listed} bytes; a config may be at most "
+            f"{MAX_CONFIG_BYTES} bytes (1 MiB)"
+        )
+    return listed

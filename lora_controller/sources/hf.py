@@ -44,6 +44,7 @@ from lora_controller.sources.errors import (
     SourceUnreachable,
     redact,
 )
+from lora_controller.sources.hf_config import read_hub_file
 from lora_controller.sources.model import (
     CONFIG_FILE,
     AdapterFile,
@@ -230,21 +231,20 @@ class HuggingFaceSource:
                 return cand
         raise SourceNotFound(f"{candidate.location} has no {CONFIG_FILE} at its root")
 
-    async def read_file(self, candidate: Candidate, path: str) -> bytes:
-        """A small file of the adapter (its config), through the hub cache at the pinned commit."""
+    async def read_file(self, candidate: Candidate, path: str, *, max_bytes: int) -> bytes:
+        """At most `max_bytes` of a small file of the adapter (its config), at the pinned commit,
+        cached by content id (see hf_config)."""
         filename = posixpath.join(candidate.subfolder, path) if candidate.segments else path
-
-        def read() -> bytes:
-            local = hf_hub_download(
-                candidate.repository, filename, revision=candidate.revision,
-                cache_dir=self._cache_dir, endpoint=self.endpoint, token=self._token or False,
-                etag_timeout=self._options.request_timeout,
-            )
-            return Path(local).read_bytes()
-
+        listed = next((f for f in candidate.files or () if f.path == path), None)
+        what = f"{candidate.location}/{path}"
         return await self._call(
-            read, timeout=self._options.request_timeout * 2,
-            what=f"{candidate.location}/{path}",
+            lambda: read_hub_file(
+                endpoint=self.endpoint, repository=candidate.repository, filename=filename,
+                revision=candidate.revision, token=self._token, listed=listed,
+                max_bytes=max_bytes, cache_dir=self._cache_dir,
+                timeout=self._options.request_timeout, what=what,
+            ),
+            timeout=self._options.request_timeout * 2, what=what,
         )
 
     # -- staging -----------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 `repository` is an absolute path that the controller and the vLLM pods see at the same place;
 every folder below it (or it itself) holding adapter_config.json is an adapter. Nothing is copied:
 vLLM is told the folder itself. The version is a digest of the files' sizes and mtimes.
+
+The folder is walked with `os.scandir` and no link is followed: only real folders are entered and
+only regular files are listed (sizes from `lstat`), so a link can neither pull files from elsewhere
+into an adapter nor make its measured size lie. Configs are read with the bounded, non-blocking,
+no-link reads of `bounded`.
 """
 
 from __future__ import annotations
@@ -10,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import os
 import posixpath
+import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from fsspec.implementations.local import LocalFileSystem
-
+from lora_controller.sources.bounded import read_local
 from lora_controller.sources.errors import (
     AccessDenied,
+    InvalidAdapterConfig,
     InvalidSource,
     SourceError,
     SourceNotFound,
@@ -51,17 +57,17 @@ class LocalSource:
     def __init__(self, repository: str, *, options: SourceOptions) -> None:
         self.root = check_local_path(repository)
         self._options = options
-        self._fs = LocalFileSystem()
 
     def __repr__(self) -> str:
         return f"LocalSource({self.root!r})"
 
-    async def _call(self, fn: Callable[[], T], *, what: str) -> T:
+    async def _call(self, fn: Callable[[], T], *, what: str, timeout: float | None = None) -> T:
+        limit = timeout if timeout is not None else self._options.listing_timeout
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn), self._options.listing_timeout)
+            return await asyncio.wait_for(asyncio.to_thread(fn), limit)
         except TimeoutError:
             raise SourceUnreachable(
-                f"{what}: the volume did not answer within {self._options.listing_timeout:g}s"
+                f"{what}: the volume did not answer within {limit:g}s"
             ) from None
         except SourceError:
             raise
@@ -73,7 +79,7 @@ class LocalSource:
             raise SourceUnreachable(f"{what}: {exc.strerror or type(exc).__name__}") from None
 
     async def candidates(self) -> list[Candidate]:
-        def scan() -> dict[str, dict[str, Any]]:
+        def scan() -> dict[str, list[AdapterFile]]:
             if not os.path.isdir(self.root):
                 if os.path.exists(self.root):
                     raise InvalidSource(f"local repository {self.root!r} is not a folder")
@@ -83,21 +89,9 @@ class LocalSource:
                 )
             if not os.access(self.root, os.R_OK | os.X_OK):
                 raise AccessDenied(f"local folder {self.root!r} is not readable by the controller")
-            found: dict[str, dict[str, Any]] = self._fs.find(self.root, detail=True)
-            return found
+            return walk(self.root)
 
-        found = await self._call(scan, what=f"local folder {self.root!r}")
-        base = self.root.rstrip("/") + "/"
-        folders: dict[str, list[AdapterFile]] = {}
-        for path, info in found.items():
-            if not path.startswith(base) or info.get("type") != "file":
-                continue
-            folder, name = posixpath.split(path[len(base):])
-            mtime = info.get("mtime")
-            folders.setdefault(folder, []).append(AdapterFile(
-                path=name, size=int(info.get("size") or 0),
-                mtime_ns=int(float(mtime) * 1e9) if mtime is not None else None,
-            ))
+        folders = await self._call(scan, what=f"local folder {self.root!r}")
         root_name = posixpath.basename(self.root)
         out = []
         for folder, files in sorted(folders.items()):
@@ -114,12 +108,42 @@ class LocalSource:
     async def resolve(self, candidate: Candidate) -> Candidate:
         return candidate
 
-    async def read_file(self, candidate: Candidate, path: str) -> bytes:
+    async def read_file(self, candidate: Candidate, path: str, *, max_bytes: int) -> bytes:
+        """At most `max_bytes` of a regular file of the adapter, no link followed (see module)."""
         full = posixpath.join(candidate.location, path)
-        return await self._call(lambda: Path(full).read_bytes(), what=full)
+        timeout = self._options.request_timeout
+        return await self._call(
+            lambda: read_local(self.root, [*candidate.segments, path], max_bytes=max_bytes,
+                               what=full, error=InvalidAdapterConfig, timeout=timeout),
+            what=full, timeout=timeout,
+        )
 
     async def fetch(self, adapter: DiscoveredAdapter, file: AdapterFile, dest: Path) -> None:
         raise InvalidSource("local adapters are served in place and never staged")
 
     async def aclose(self) -> None:
         return None
+
+
+def walk(root: str) -> dict[str, list[AdapterFile]]:
+    """Regular files under `root` by folder (relative, '' for the root); no link is followed."""
+    folders: dict[str, list[AdapterFile]] = {}
+    pending = [""]
+    while pending:
+        rel = pending.pop()
+        try:
+            entries = list(os.scandir(posixpath.join(root, rel) if rel else root))
+        except OSError:
+            if not rel:
+                raise
+            continue  # an unreadable sub-folder: its adapters are not offered
+        for entry in entries:
+            sub = posixpath.join(rel, entry.name) if rel else entry.name
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(sub)
+            elif stat.S_ISREG(info.st_mode):
+                folders.setdefault(rel, []).append(AdapterFile(
+                    path=entry.name, size=info.st_size, mtime_ns=int(info.st_mtime * 1e9),
+                ))
+    return folders

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import s3fs
 
+from lora_controller.sources.bounded import CHUNK, too_much
 from lora_controller.sources.credentials import SourceCredentials
 from lora_controller.sources.errors import (
     AccessDenied,
+    InvalidAdapterConfig,
     InvalidSource,
     SourceError,
     SourceNotFound,
     SourceUnreachable,
+    StagingFailed,
     redact,
 )
 from lora_controller.sources.model import (
@@ -192,20 +195,52 @@ class S3Source:
         bucket, prefix = split_s3_uri(repository)
         return posixpath.join(bucket, *[p for p in (prefix, subfolder, path) if p])
 
-    async def read_file(self, candidate: Candidate, path: str) -> bytes:
+    async def read_file(self, candidate: Candidate, path: str, *, max_bytes: int) -> bytes:
+        """At most `max_bytes` of an object; an answer longer than that fails unread."""
         key = self._object(candidate.repository, candidate.subfolder, path)
-        data: bytes = await self._call(
-            self._fs._cat_file(key), timeout=self._options.request_timeout,
-            what=f"{candidate.location}/{path}",
+        what = f"{candidate.location}/{path}"
+        chunks: list[bytes] = []
+        await self._call(
+            self._stream(key, max_bytes=max_bytes, write=chunks.append, what=what,
+                         error=InvalidAdapterConfig),
+            timeout=self._options.request_timeout, what=what,
         )
-        return data
+        return b"".join(chunks)
 
     async def fetch(self, adapter: DiscoveredAdapter, file: AdapterFile, dest: Path) -> None:
+        """Download one object to `dest`, stopping one byte past its listed size."""
         key = self._object(adapter.repository, adapter.subfolder, file.path)
-        await self._call(
-            self._fs._get_file(key, str(dest)), timeout=self._options.download_timeout,
-            what=f"download of {adapter.location}/{file.path}",
-        )
+        where = f"{adapter.location}/{file.path}"
+        with dest.open("wb") as out:
+            await self._call(
+                self._stream(key, max_bytes=file.size, write=out.write,
+                             what=f"{where} does not match discovery", error=StagingFailed),
+                timeout=self._options.download_timeout, what=f"download of {where}",
+            )
+
+    async def _stream(
+        self, key: str, *, max_bytes: int, write: Callable[[bytes], object], what: str,
+        error: type[SourceError],
+    ) -> None:
+        """GET `key` (a Range of the listed size plus one byte) into `write`, never trusting the
+        server: a `Content-Length` or a body longer than `max_bytes` fails before or while
+        reading, and the connection is dropped."""
+        bucket, obj, _ = self._fs.split_path(key)
+        ranged = {"Range": f"bytes=0-{max_bytes}"} if max_bytes > 0 else {}
+        resp = await self._fs._call_s3("get_object", Bucket=bucket, Key=obj, **ranged)
+        body = resp["Body"]
+        try:
+            length = resp.get("ContentLength")
+            if isinstance(length, int) and length > max_bytes:
+                raise error(too_much(what, max_bytes))
+            total = 0
+            while chunk := await body.read(min(CHUNK, max_bytes + 1 - total)):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise error(too_much(what, max_bytes))
+                write(chunk)
+        finally:
+            body.close()
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

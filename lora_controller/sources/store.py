@@ -17,11 +17,13 @@ import os
 import random
 import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -74,29 +76,57 @@ def _file_name(name: str) -> str:
     return name
 
 
+def _open_regular(path: Path) -> tuple[int, int] | None:
+    """(fd, size) of `path` when it is a regular file (no link followed, never blocking)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st.st_size
+
+
+def _digest(path: Path, h: Any, *, size: int) -> str:
+    """`h` over the first `size` bytes of the regular file `path` (its whole content when the
+    caller checked its size); an empty digest when it is not a regular file."""
+    opened = _open_regular(path)
+    if opened is None:
+        return ""
+    fd, _ = opened
+    try:
+        left = size
+        while left > 0 and (chunk := os.read(fd, min(_HASH_CHUNK, left))):
+            h.update(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    return str(h.hexdigest())
+
+
 def git_blob_sha1(path: Path) -> str:
     """The git object id of a file's content (what the Hub reports for non-LFS files)."""
-    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    size = path.lstat().st_size
+    h = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+    return _digest(path, h, size=size)
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    return _digest(path, hashlib.sha256(), size=path.lstat().st_size)
 
 
 def _verify_file(adapter: DiscoveredAdapter, file: AdapterFile, path: Path) -> str | None:
-    """Why the downloaded `path` is not `file`, or None when it is (size, then Hub hashes)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return "the file is missing after the download"
+    """Why the downloaded `path` is not `file`, or None when it is (size, then Hub hashes).
+
+    Only a regular file counts (a link is never followed) and hashing reads no more than the
+    listed size."""
+    opened = _open_regular(path)
+    if opened is None:
+        return "the file is missing after the download, or is not a regular file"
+    fd, size = opened
+    os.close(fd)
     if size != file.size:
         return f"size is {size} bytes, the source listed {file.size}"
     if adapter.source_type is SourceType.HUGGINGFACE:
@@ -109,11 +139,13 @@ def _verify_file(adapter: DiscoveredAdapter, file: AdapterFile, path: Path) -> s
 
 
 def _sizes_match(adapter: DiscoveredAdapter, folder: Path) -> bool:
+    """Every file of `adapter` is a regular file (not a link) of its listed size in `folder`."""
     for f in adapter.files:
         try:
-            if (folder / f.path).stat().st_size != f.size:
-                return False
+            st = (folder / f.path).lstat()
         except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != f.size:
             return False
     return True
 
@@ -321,7 +353,10 @@ def _collect(
 
 def _staged_state(adapter: DiscoveredAdapter, final: Path) -> str:
     """'absent', 'complete' (every file there with its size) or 'broken'."""
-    if not final.is_dir():
+    try:
+        if not stat.S_ISDIR(final.lstat().st_mode):
+            return "broken"  # a link or a file where a version folder belongs
+    except FileNotFoundError:
         return "absent"
     return "complete" if _sizes_match(adapter, final) else "broken"
 
@@ -344,7 +379,10 @@ def _discard(path: Path) -> None:
         return
     except OSError:
         trash = path
-    shutil.rmtree(trash, ignore_errors=True)
+    if trash.is_symlink() or not trash.is_dir():
+        trash.unlink(missing_ok=True)  # never rmtree through a link
+    else:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _dirs_at(base: Path, depth: int) -> list[Path]:

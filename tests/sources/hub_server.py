@@ -9,7 +9,8 @@ client maps to its exceptions. It never sends Xet headers, so the client stays o
 Fault knobs: `go_down()` / `come_up()` (connection refused on the same port), `drop_after` /
 `drops` (cut the connection after N body bytes of a download), `fail_downloads` (answer N
 download GETs with 503), `chunk_delay` (slow downloads), and `bytes_sent` to watch a download
-progress.
+progress. Hostile knobs: `oversize["repo/path"] = N` streams N zero bytes after the file's own,
+chunked (its listing and HEAD keep the true size: a hub that lies about lengths).
 
     hub = HubServer()
     hub.add_repo("org/adapters", {"a/adapter_config.json": b"...", ...}, private=True,
@@ -75,6 +76,7 @@ class HubServer:
         self.chunk_delay: float = 0.0
         self.fail_downloads: int = 0  # answer this many download GETs with 503
         self.chunk_size: int = 16 * 1024
+        self.oversize: dict[str, int] = {}
         self._counter = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -367,12 +369,14 @@ class HubServer:
         if rng.startswith("bytes=") and rng[6:].split("-")[0].isdigit():
             start = min(int(rng[6:].split("-")[0]), len(data))
         body = data[start:]
+        key = f"{repo_id}/{path}"
+        if key in self.oversize:
+            return await self._stream_oversized(request, headers, body, key)
         resp = web.StreamResponse(status=206 if start else 200, headers=headers)
         if start:
             resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         resp.content_length = len(body)
         await resp.prepare(request)
-        key = f"{repo_id}/{path}"
         cut = self._cut_point(len(body))
         sent = 0
         while sent < len(body):
@@ -391,6 +395,27 @@ class HubServer:
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
         await resp.write_eof()
+        return resp
+
+    async def _stream_oversized(
+        self, request: web.Request, headers: dict[str, str], body: bytes, key: str
+    ) -> web.StreamResponse:
+        """`body` then `oversize[key]` zero bytes, chunked, until the client stops reading."""
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        extra = self.oversize[key]
+        try:
+            await resp.write(body)
+            self.bytes_sent[key] = self.bytes_sent.get(key, 0) + len(body)
+            while extra > 0:
+                n = min(self.chunk_size * 4, extra)
+                await resp.write(b"\0" * n)
+                extra -= n
+                self.bytes_sent[key] += n
+            await resp.write_eof()
+        except ConnectionError:
+            pass
         return resp
 
     def _cut_point(self, size: int) -> int | None:
