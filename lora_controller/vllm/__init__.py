@@ -5,6 +5,7 @@ from lora_controller.vllm.endpoint import Endpoint
 from lora_controller.vllm.errors import (
     AdapterInvalid,
     NameConflict,
+    PodResponseInvalid,
     RequestRejected,
     RuntimeUpdatesDisabled,
     TransientError,
@@ -37,6 +38,7 @@ __all__ = [
     "ModelEntry",
     "ModelList",
     "NameConflict",
+    "PodResponseInvalid",
     "RequestRejected",
     "RuntimeUpdatesDisabled",
     "ServeArgsError",

@@ -3,7 +3,13 @@
 One `aiohttp.ClientSession` serves the whole controller (its connector bounds connections); every call
 has a timeout; loads into one pod are bounded by a per-pod semaphore so a burst of placements cannot
 stampede a pod's engine. Answers are mapped to typed outcomes by `errors.classify`; transport
-failures (timeouts, refused connections, resets) become `TransientError`. The API key, when a pod
+failures (timeouts, refused connections, resets) become `TransientError`.
+
+A pod is not trusted to answer sanely: every answer is read through a cap (4 MiB for
+`/v1/models`, 8 MiB for `/metrics`, 64 KiB for anything else; an announced `Content-Length` above
+it is refused before the body is read, a body that goes past it is cut and the connection
+dropped), and `/v1/models` may list at most `MAX_MODEL_ENTRIES` models. A pod that breaks these
+bounds, or answers with a body of the wrong shape, raises `PodResponseInvalid` saying what it did. The API key, when a pod
 needs one, goes in `Authorization: Bearer` and nowhere else: never in logs, never in exceptions.
 """
 
@@ -22,21 +28,26 @@ from prometheus_client import Counter, Histogram
 from lora_controller.vllm.endpoint import Endpoint
 from lora_controller.vllm.errors import (
     Operation,
+    PodResponseInvalid,
     TransientError,
     VllmError,
     classify,
     parse_error_body,
 )
 from lora_controller.vllm.models import (
+    MAX_MODEL_ENTRIES,
     LoadOutcome,
     LoadResult,
     LoraRequestsInfo,
+    ModelEntry,
     ModelList,
     ResponseFormatError,
     UnloadOutcome,
     UnloadResult,
+    model_cards,
+    parse_card,
     parse_lora_requests_info,
-    parse_model_list,
+    split_entries,
 )
 
 log = structlog.get_logger(__name__)
@@ -52,6 +63,13 @@ LATENCY = Histogram(
     ["operation"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+
+# The most a pod's answer may hold, by operation (bytes); anything else: DEFAULT_MAX_ANSWER.
+MAX_ANSWER_BYTES = {Operation.LIST_MODELS: 4 << 20, Operation.METRICS: 8 << 20}
+DEFAULT_MAX_ANSWER = 64 << 10
+_PATHS = {Operation.LIST_MODELS: "GET /v1/models", Operation.LOAD: "POST /v1/load_lora_adapter",
+          Operation.UNLOAD: "POST /v1/unload_lora_adapter", Operation.HEALTH: "GET /health",
+          Operation.METRICS: "GET /metrics"}
 
 
 def create_session(*, limit: int = 256, limit_per_host: int = 8, keepalive_timeout: float = 10.0) -> aiohttp.ClientSession:
@@ -69,6 +87,17 @@ def create_session(*, limit: int = 256, limit_per_host: int = 8, keepalive_timeo
         raise_for_status=False,
         read_bufsize=16 * 1024,
     )
+
+
+async def _parse_models(text: str, *, batch: int = 500) -> ModelList:
+    """`/v1/models` parsed in batches of cards with a yield to the event loop between them, so a
+    long list never holds the loop (a 4 MiB answer decodes in one call of tens of ms)."""
+    cards = model_cards(json.loads(text))
+    entries: list[ModelEntry] = []
+    for start in range(0, len(cards), batch):
+        entries.extend(parse_card(card) for card in cards[start:start + batch])
+        await asyncio.sleep(0)
+    return split_entries(entries)
 
 
 class VllmClient:
@@ -136,8 +165,7 @@ class VllmClient:
                 timeout=aiohttp.ClientTimeout(total=call_timeout if call_timeout is not None else self._timeout),
                 allow_redirects=False,
             ) as resp:
-                text = await resp.text(errors="replace")
-                return resp.status, text
+                return resp.status, await self._read_capped(operation, endpoint, resp)
         except TimeoutError as exc:
             REQUESTS.labels(operation.value, "timeout").inc()
             raise TransientError(
@@ -151,6 +179,28 @@ class VllmClient:
             raise TransientError(f"vLLM {operation.value} on {endpoint}: {type(exc).__name__}: {exc}") from exc
         finally:
             LATENCY.labels(operation.value).observe(time.monotonic() - started)
+
+    async def _read_capped(
+        self, operation: Operation, endpoint: Endpoint, resp: aiohttp.ClientResponse
+    ) -> str:
+        """The answer's text, read through the operation's cap (see module doc)."""
+        limit = MAX_ANSWER_BYTES.get(operation, DEFAULT_MAX_ANSWER)
+        length = resp.content_length
+        if length is not None and length > limit:
+            raise self._too_large(operation, endpoint, limit, f"announces {length} bytes")
+        data = bytearray()
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            data += chunk
+            if len(data) > limit:
+                resp.close()  # drop the connection: the rest is never read
+                raise self._too_large(operation, endpoint, limit, "kept sending")
+        return data.decode("utf-8", errors="replace")
+
+    def _too_large(self, operation: Operation, endpoint: Endpoint, limit: int, what: str) -> VllmError:
+        REQUESTS.labels(operation.value, "too_large").inc()
+        return self._fail(operation, endpoint, PodResponseInvalid(
+            f"the pod's answer to {_PATHS[operation]} is larger than {limit} bytes (it {what}); "
+            f"a vLLM pod never sends that much"))
 
     def _fail(self, operation: Operation, endpoint: Endpoint, error: VllmError) -> VllmError:
         REQUESTS.labels(operation.value, type(error).__name__).inc()
@@ -174,9 +224,13 @@ class VllmClient:
         if error is not None:
             raise self._fail(op, endpoint, error)
         try:
-            models = parse_model_list(json.loads(text))
-        except (ValueError, ResponseFormatError) as exc:
-            raise self._fail(op, endpoint, TransientError(f"vLLM list_models on {endpoint}: bad body: {exc}")) from exc
+            if text.count('"id"') > MAX_MODEL_ENTRIES:  # cheap: refuse before parsing it all
+                raise ResponseFormatError(f"it lists more than {MAX_MODEL_ENTRIES} models")
+            models = await _parse_models(text)
+        except (ValueError, RecursionError, ResponseFormatError) as exc:
+            detail = str(exc) if isinstance(exc, ResponseFormatError) else f"not JSON ({type(exc).__name__})"
+            raise self._fail(op, endpoint, PodResponseInvalid(
+                f"the pod's answer to GET /v1/models is not what vLLM sends: {detail[:200]}")) from None
         REQUESTS.labels(op.value, "ok").inc()
         return models
 

@@ -35,6 +35,13 @@ class TransientError(VllmError):
     retriable = True
 
 
+class PodResponseInvalid(TransientError):
+    """The pod answered with what no vLLM sends: a body too large, too many models, a wrong shape.
+
+    Its `reason` says what the pod did; the controller records it as the pod's error and treats
+    the pod as degraded (retried later with backoff, like any transient failure)."""
+
+
 class RuntimeUpdatesDisabled(VllmError):
     """The pod answers 404 `{"detail":"Not Found"}`: VLLM_ALLOW_RUNTIME_LORA_UPDATING is not set."""
 
@@ -79,8 +86,8 @@ def parse_error_body(text: str) -> ErrorBody:
     """Read vLLM's nested or flat error body, FastAPI's `detail`, or plain text."""
     try:
         data: Any = json.loads(text)
-    except (ValueError, TypeError):
-        return ErrorBody(message=text.strip())
+    except (ValueError, TypeError, RecursionError):
+        return ErrorBody(message=text.strip()[:2000])
     if isinstance(data, dict):
         inner = data.get("error")
         if isinstance(inner, dict):
@@ -119,6 +126,8 @@ _CONFLICT = re.compile(r"conflicts with a served base model", re.IGNORECASE)
 _NOT_FOUND_ADAPTER = re.compile(r"No adapter found for", re.IGNORECASE)
 _RANK = re.compile(r"LoRA rank (\d+) is greater than max_lora_rank (\d+)")
 _EMPTY_FIELDS = re.compile(r"must be provided|needs to be provided", re.IGNORECASE)
+_TARGETS = re.compile(r"expected\s+target modules in \{(?P<expected>[^}]*)\} but received \[(?P<received>[^\]]*)\]")
+_QUOTED = re.compile(r"'([^']+)'")
 _WORKER_INNER = re.compile(r"Worker failed with error '(?P<inner>.*)', please check the stack trace", re.DOTALL)
 
 # Messages of the adapter checks of vLLM (peft_helper, lora_model, json, safetensors, os errors on
@@ -152,6 +161,12 @@ def adapter_invalid_reason(message: str, *, path: str | None = None) -> str | No
         return f"rank {rank.group(1)} exceeds the pod's max_lora_rank {rank.group(2)}"
     if _NOT_FOUND_ADAPTER.search(message):
         return f"no adapter found at {path}" if path else "no adapter found at the given path"
+    targets = _TARGETS.search(message)
+    if targets:  # name the modules: it tells which base model the adapter was trained for
+        received = sorted({m.rsplit(".", 1)[-1] for m in _QUOTED.findall(targets["received"])})
+        expected = sorted(set(_QUOTED.findall(targets["expected"])))
+        return (f"the adapter targets modules the base model does not have ({', '.join(received)}; "
+                f"it has {', '.join(expected)})")
     for pattern, reason in _INVALID_PATTERNS:
         found = pattern.search(message)
         if found:

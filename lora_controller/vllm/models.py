@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 LORA_REQUESTS_INFO = "vllm:lora_requests_info"
+MAX_MODEL_ENTRIES = 10_000
 
 
 class ResponseFormatError(ValueError):
@@ -57,33 +58,43 @@ class ModelList:
                 return entry
         return None
 
-    def serves_base_model(self, name: str) -> bool:
-        """Whether `name` is one of the pod's served base model names."""
-        return any(b.id == name for b in self.base_models)
 
-
-def parse_model_list(data: Any) -> ModelList:
-    """Parse the JSON of `GET /v1/models` (OpenAI list shape)."""
-    if not isinstance(data, Mapping) or not isinstance(data.get("data"), Sequence):
+def model_cards(data: Any, *, max_entries: int = MAX_MODEL_ENTRIES) -> Sequence[Any]:
+    """The cards of a `GET /v1/models` JSON (OpenAI list shape), at most `max_entries`."""
+    cards = data.get("data") if isinstance(data, Mapping) else None
+    if not isinstance(cards, Sequence) or isinstance(cards, str | bytes):
         raise ResponseFormatError("/v1/models answer has no 'data' list")
-    base: list[ModelEntry] = []
-    adapters: list[ModelEntry] = []
-    for card in data["data"]:
-        if not isinstance(card, Mapping) or not isinstance(card.get("id"), str):
-            raise ResponseFormatError("/v1/models card without a string 'id'")
-        parent = card.get("parent")
-        root = card.get("root")
-        mml = card.get("max_model_len")
-        owned = card.get("owned_by")
-        entry = ModelEntry(
-            id=card["id"],
-            root=root if isinstance(root, str) else None,
-            parent=parent if isinstance(parent, str) else None,
-            max_model_len=mml if isinstance(mml, int) and not isinstance(mml, bool) else None,
-            owned_by=owned if isinstance(owned, str) else None,
-        )
-        (adapters if entry.is_adapter else base).append(entry)
-    return ModelList(base_models=tuple(base), adapters=tuple(adapters))
+    if len(cards) > max_entries:
+        raise ResponseFormatError(f"it lists more than {max_entries} models ({len(cards)})")
+    return cards
+
+
+def parse_card(card: Any) -> ModelEntry:
+    """One card of `/v1/models`."""
+    if not isinstance(card, Mapping) or not isinstance(card.get("id"), str):
+        raise ResponseFormatError("/v1/models card without a string 'id'")
+    parent = card.get("parent")
+    root = card.get("root")
+    mml = card.get("max_model_len")
+    owned = card.get("owned_by")
+    return ModelEntry(
+        id=card["id"],
+        root=root if isinstance(root, str) else None,
+        parent=parent if isinstance(parent, str) else None,
+        max_model_len=mml if isinstance(mml, int) and not isinstance(mml, bool) else None,
+        owned_by=owned if isinstance(owned, str) else None,
+    )
+
+
+def split_entries(entries: Sequence[ModelEntry]) -> ModelList:
+    """Entries in the pod's order, split into base models and adapters."""
+    return ModelList(base_models=tuple(e for e in entries if not e.is_adapter),
+                     adapters=tuple(e for e in entries if e.is_adapter))
+
+
+def parse_model_list(data: Any, *, max_entries: int = MAX_MODEL_ENTRIES) -> ModelList:
+    """Parse the JSON of `GET /v1/models` (OpenAI list shape); at most `max_entries` cards."""
+    return split_entries([parse_card(c) for c in model_cards(data, max_entries=max_entries)])
 
 
 class LoadOutcome(StrEnum):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from lora_controller.simulator import SimulatedFleet
 from lora_controller.simulator.config import PodConfig
@@ -17,12 +20,16 @@ from lora_controller.vllm import (
     Endpoint,
     LoadOutcome,
     NameConflict,
+    PodResponseInvalid,
     RuntimeUpdatesDisabled,
     TransientError,
     Unauthorized,
     UnloadOutcome,
     VllmClient,
 )
+from lora_controller.vllm.client import MAX_ANSWER_BYTES
+from lora_controller.vllm.errors import Operation
+from lora_controller.vllm.models import MAX_MODEL_ENTRIES
 from lora_controller.vllm.serve_args import LoraModule
 from tests.vllm.conftest import PodFactory
 
@@ -210,3 +217,118 @@ async def test_lora_requests_info(session: aiohttp.ClientSession, make_pod: PodF
     busy = await c.lora_requests_info(ep)
     assert busy is not None and busy.running == ("a",) and busy.waiting == ("a",)
     (await pending).release()
+
+
+# -- a hostile pod ------------------------------------------------------------------------------
+
+
+class HostilePod:
+    """A loopback "vLLM pod" whose answers are whatever the test sets, streamed in 64 KiB chunks
+    (chunked, or with the Content-Length the test claims); `sent` counts what it wrote."""
+
+    def __init__(self) -> None:
+        self.body: bytes = b""
+        self.repeat = 1  # the body is sent this many times
+        self.claim_length: int | None = None
+        self.sent = 0
+        self._runner: web.AppRunner | None = None
+        self.endpoint = Endpoint("127.0.0.1", 0)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        assert site._server is not None
+        self.endpoint = Endpoint("127.0.0.1", site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if self.claim_length is not None:
+            resp.content_length = self.claim_length
+        else:
+            resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
+            for _ in range(self.repeat):
+                for i in range(0, len(self.body), 64 * 1024):
+                    chunk = self.body[i:i + 64 * 1024]
+                    await resp.write(chunk)
+                    self.sent += len(chunk)
+            await resp.write_eof()
+        except ConnectionError:
+            pass
+        return resp
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[HostilePod]:
+    pod = HostilePod()
+    await pod.start()
+    try:
+        yield pod
+    finally:
+        await pod.stop()
+
+
+def _models(n: int) -> bytes:
+    """A /v1/models answer listing `n` adapters, compact (100,000 of them fit in 4 MiB)."""
+    cards: list[dict[str, str | None]] = [{"id": "base", "root": "base", "parent": None}]
+    cards += [{"id": f"x{i}", "parent": "base"} for i in range(n)]
+    return json.dumps({"object": "list", "data": cards}, separators=(",", ":")).encode()
+
+
+async def test_huge_models_answer_is_cut_and_names_what_the_pod_did(
+    session: aiohttp.ClientSession, hostile: HostilePod
+) -> None:
+    hostile.body = b" " * (1 << 20)
+    hostile.repeat = 100  # a 100 MiB answer, chunked
+    c = client(session)
+    with pytest.raises(PodResponseInvalid) as info:
+        await c.list_models(hostile.endpoint)
+    assert "/v1/models" in info.value.reason and "larger than" in info.value.reason
+    assert info.value.retriable
+    assert hostile.sent < 16 * (1 << 20)  # the client stopped reading
+    hostile.claim_length, hostile.repeat = 100 << 20, 0  # announced, never sent
+    with pytest.raises(PodResponseInvalid, match="larger than"):
+        await c.list_models(hostile.endpoint)
+
+
+async def test_load_answer_is_capped_far_below_the_models_cap(
+    session: aiohttp.ClientSession, hostile: HostilePod
+) -> None:
+    hostile.body = b"x" * (1 << 20)
+    with pytest.raises(PodResponseInvalid, match="load_lora_adapter"):
+        await client(session).load_adapter(hostile.endpoint, name="a", path="/a")
+    with pytest.raises(PodResponseInvalid, match="unload_lora_adapter"):
+        await client(session).unload_adapter(hostile.endpoint, name="a")
+
+
+async def test_too_many_models_are_refused_quickly(
+    session: aiohttp.ClientSession, hostile: HostilePod
+) -> None:
+    hostile.body = _models(100_000)
+    assert len(hostile.body) < MAX_ANSWER_BYTES[Operation.LIST_MODELS]
+    c = client(session)
+    started = time.monotonic()
+    with pytest.raises(PodResponseInvalid) as info:
+        await c.list_models(hostile.endpoint)
+    assert time.monotonic() - started < 2.0
+    assert "more than" in info.value.reason and "models" in info.value.reason
+    hostile.body = _models(MAX_MODEL_ENTRIES - 1)  # the bound itself is served
+    assert len((await c.list_models(hostile.endpoint)).adapters) == MAX_MODEL_ENTRIES - 1
+
+
+async def test_a_models_answer_of_the_wrong_shape_is_the_pods_fault(
+    session: aiohttp.ClientSession, hostile: HostilePod
+) -> None:
+    for body in (b"[" * 100_000, b'{"data": 5}', b"\xff\xfe", b'{"data": [{"id": 7}]}'):
+        hostile.body = body
+        with pytest.raises(PodResponseInvalid, match="/v1/models"):
+            await client(session).list_models(hostile.endpoint)

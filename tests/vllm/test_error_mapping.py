@@ -168,3 +168,10 @@ def test_parse_error_body_shapes() -> None:
     flat = parse_error_body('{"object":"error","message":"m","type":"T","param":null,"code":400}')
     assert (flat.shape, flat.code) == ("flat", 400)
     assert parse_error_body("plain words").message == "plain words"
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"error": ' * 50_000])
+def test_a_hostile_error_body_is_text_not_a_crash(body: str) -> None:
+    error = classify(operation=Operation.LOAD, status=500, body=body, name="a", path="/a")
+    assert isinstance(error, TransientError)
+    assert len(error.reason) <= 500
