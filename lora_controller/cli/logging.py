@@ -1,19 +1,40 @@
-"""Structured logging: structlog for our code, the standard library's loggers routed through it."""
+"""Structured logging: structlog for our code, the standard library's loggers routed through it.
+
+Every line, ours or a library's, ends in one renderer that passes the finished text through
+`core.redaction.redact`, and tracebacks are rendered plainly, without local variables (a rich
+traceback's locals showed a request's raw bytes, bearer token included).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
+
+from lora_controller.core.redaction import redact
+
+
+class RedactingRenderer:
+    """A final renderer whose output has every known credential replaced by ***."""
+
+    def __init__(self, renderer: structlog.typing.Processor) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: structlog.typing.EventDict) -> str:
+        rendered = self.renderer(logger, name, event_dict)
+        text = rendered.decode() if isinstance(rendered, bytes | bytearray) else str(rendered)
+        return redact(text)
 
 
 def configure_logging(*, fmt: str = "console", level: str = "info") -> None:
     """JSON lines (`fmt="json"`) for clusters, aligned key=value for people."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-    renderer: structlog.typing.Processor = (
+    renderer = RedactingRenderer(
         structlog.processors.JSONRenderer() if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                           exception_formatter=structlog.dev.plain_traceback)
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -28,7 +49,9 @@ def configure_logging(*, fmt: str = "console", level: str = "info") -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processor=renderer, foreign_pre_chain=shared))
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+        foreign_pre_chain=shared))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO) if numeric < logging.INFO else numeric)

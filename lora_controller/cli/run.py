@@ -20,10 +20,12 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from lora_controller.core.redaction import register_secret
 from lora_controller.kube.client import KubeClient
 from lora_controller.kube.leaderelection import LeaderElector
 from lora_controller.reconcile.controller import ControllerConfig, LoraController
 from lora_controller.server.app import RouterApi
+from lora_controller.server.protocol import RouterRunner
 from lora_controller.sources.store import AdapterStore
 from lora_controller.vllm.client import VllmClient, create_session
 
@@ -90,9 +92,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_secret_file(path: str | None) -> str | None:
+    """A credential from a file, registered so that no log line can show it."""
     if not path:
         return None
-    return Path(path).read_text().strip() or None
+    value = Path(path).read_text().strip() or None
+    register_secret(value)
+    return value
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -136,7 +141,7 @@ async def run(args: argparse.Namespace) -> int:
 
     api = RouterApi(controller.view, token=_read_secret_file(args.router_token_file),
                     is_leader=may_write, leader_url=leader_url)
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+    runner = RouterRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host or "0.0.0.0", port)
     await site.start()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lora_controller.api.types import CredentialsSecretRef, SourceType
+from lora_controller.core.redaction import register_secret
 from lora_controller.sources.errors import CredentialsMissing
 
 HF_TOKEN = "HF_TOKEN"
@@ -93,6 +94,7 @@ def credentials_from_secret(
                     f"{', '.join(_REQUIRED[source_type])}"
                 )
         values[logical] = value
+    register_secret(*values.values())  # no log line may show them, whoever logs
     return SourceCredentials(
         secret_name=ref.name,
         hf_token=values.get(HF_TOKEN),
