@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 from lora_controller.api.types import CredentialsSecretRef, SourceType
 from lora_controller.core.redaction import register_secret
-from lora_controller.sources.errors import CredentialsMissing
+from lora_controller.sources.errors import (
+    CredentialsMissing,
+    InvalidCredentials,
+    has_control_characters,
+    secret_forms,
+)
 
 HF_TOKEN = "HF_TOKEN"
 AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
@@ -70,7 +75,9 @@ def credentials_from_secret(
 
     `secret_data` is None when the Secret does not exist. Values are stripped of surrounding
     whitespace (a Secret made from a file often ends with a newline); an empty value counts as
-    missing. Raises CredentialsMissing naming the Secret and key, never a value.
+    missing. Raises CredentialsMissing naming the Secret and key, never a value, and
+    InvalidCredentials for a value with a control character left inside (a library would refuse
+    it as a header and print it).
     """
     if secret_data is None:
         raise CredentialsMissing(
@@ -93,8 +100,16 @@ def credentials_from_secret(
                     f"a {source_type.value} source needs "
                     f"{', '.join(_REQUIRED[source_type])}"
                 )
+        if value is not None and has_control_characters(value):
+            shown = key if key == logical else f"{key} (used as {logical})"
+            raise InvalidCredentials(
+                f"key {shown} in Secret {ref.name!r} in namespace {namespace!r} holds a control "
+                f"character (such as a line break inside the value), which no credential has: "
+                f"write the value again (the controller never shows it)"
+            )
         values[logical] = value
-    register_secret(*values.values())  # no log line may show them, whoever logs
+    # no log line may show them, whoever logs, in any form a library may print them
+    register_secret(*(form for v in values.values() if v for form in secret_forms(v)))
     return SourceCredentials(
         secret_name=ref.name,
         hf_token=values.get(HF_TOKEN),

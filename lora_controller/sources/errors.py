@@ -9,18 +9,47 @@ that comes from a library is passed through `redact` before it is used.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
+from urllib.parse import quote, quote_plus
 
 REDACTED = "***"
+MIN_FRAGMENT = 6  # a piece of a secret (one of its lines) this long is redacted on its own
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def secret_forms(value: str) -> set[str]:
+    """Every way `value` can appear in a message: as is, as a str or bytes repr (what a library
+    prints, `b'Bearer ...'`), JSON- or unicode-escaped, percent-encoded, and each of its lines
+    (or runs between control characters) when long enough to give it away."""
+    forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1],
+             json.dumps(value, ensure_ascii=False)[1:-1],
+             value.encode("unicode_escape").decode("ascii"),
+             repr(value.encode("utf-8", "backslashreplace"))[2:-1]}
+    try:
+        forms.add(repr(value.encode("latin-1"))[2:-1])
+    except UnicodeEncodeError:
+        pass
+    forms |= {part for part in _CONTROL.split(value) if len(part) >= MIN_FRAGMENT}
+    forms |= {encoded for form in list(forms) for encoded in (quote(form, safe=""),
+                                                             quote(form), quote_plus(form))}
+    return {form for form in forms if form}
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret value (longest first) replaced by ***."""
-    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
+    """`text` with every form of every secret (see secret_forms; longest first) replaced by ***."""
+    forms = {form for value in secrets if value for form in secret_forms(value)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, REDACTED)
     return text
+
+
+def has_control_characters(value: str) -> bool:
+    """True when `value` holds a control character (C0, DEL or C1), such as a line break."""
+    return _CONTROL.search(value) is not None
 
 
 class SourceError(Exception):
@@ -59,6 +88,12 @@ class CredentialsMissing(SourceError):
     """The Secret named by credentialsSecretRef, or a key it must hold, is missing."""
 
     reason = "CredentialsMissing"
+
+
+class InvalidCredentials(SourceError):
+    """A credential in the Secret cannot be one (a control character in it); never echoed."""
+
+    reason = "InvalidCredentials"
 
 
 class NoAdaptersMatch(SourceError):

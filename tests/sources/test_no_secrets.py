@@ -9,11 +9,14 @@ controller runs with), exception str/repr/tracebacks, per-adapter error messages
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 import structlog
@@ -164,3 +167,61 @@ async def test_s3_failures_never_show_the_keys(
 def test_redact_replaces_every_secret() -> None:
     text = f"token={HF_SECRET} key={AWS_SECRET} again {HF_SECRET}"
     assert redact(text, [HF_SECRET, AWS_SECRET, ""]) == "token=*** key=*** again ***"
+
+
+def forms(secret: str) -> list[str]:
+    """Every way a secret can be printed: raw, as a str or bytes repr, JSON-escaped,
+    percent-encoded, and each line of it (long enough to be telling)."""
+    out = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1], json.dumps(secret)[1:-1],
+           quote(secret, safe=""), quote_plus(secret)}
+    out |= {line for line in re.split(r"[\x00-\x1f\x7f]+", secret) if len(line) >= 6}
+    return sorted(out)
+
+
+LINE_TOKEN = "hf_first_half_4c1d\nsecond_half_e8f2"
+TAB_KEY = "wJalrXUtnFEMI\tK7MDENGbPxRfiCY"
+
+
+@pytest.mark.parametrize("secret", [LINE_TOKEN, TAB_KEY, "tok%en/with+spec ial\r\n\x00end"])
+def test_redact_covers_every_form_of_a_secret(secret: str) -> None:
+    texts = [f"Illegal header value {('Bearer ' + secret).encode()!r}", f"got {secret!r}",
+             json.dumps({"token": secret}), f"https://x/?t={quote(secret, safe='')}",
+             f"https://x/?t={quote_plus(secret)}", *secret.splitlines(), secret]
+    for text in texts:
+        cleaned = redact(text, [secret])
+        assert [f for f in forms(secret) if f in cleaned] == [], (text, cleaned)
+    assert redact("nothing secret here", [secret]) == "nothing secret here"
+
+
+async def test_a_token_with_a_line_break_never_shows_in_any_form(
+    hub: HubServer, options: SourceOptions, scanner: Scanner
+) -> None:
+    hub.add_repo("org/public", adapter_files())
+    odd = SourceCredentials(secret_name="hf", hf_token=LINE_TOKEN)
+    await scanner.run(lambda: discover(spec("huggingface", "org/public"), namespace="ns",
+                                       credentials=odd, options=options))
+    assert scanner.outcomes, "the discovery neither failed nor reported"
+    assert [f for f in forms(LINE_TOKEN) for t in scanner.texts if f in t] == []
+
+
+@pytest.mark.parametrize(("source_type", "data", "key"), [
+    (SourceType.HUGGINGFACE, {"HF_TOKEN": LINE_TOKEN}, "HF_TOKEN"),
+    (SourceType.S3, {"AWS_ACCESS_KEY_ID": "AKIA\x00ID", "AWS_SECRET_ACCESS_KEY": "ok"},
+     "AWS_ACCESS_KEY_ID"),
+    (SourceType.S3, {"AWS_ACCESS_KEY_ID": "AKIAID", "AWS_SECRET_ACCESS_KEY": TAB_KEY},
+     "AWS_SECRET_ACCESS_KEY"),
+    (SourceType.S3, {"AWS_ACCESS_KEY_ID": "AKIAID", "AWS_SECRET_ACCESS_KEY": "ok",
+                     "AWS_SESSION_TOKEN": "Fwo\x7fGZX"}, "AWS_SESSION_TOKEN"),
+])
+def test_a_credential_with_control_characters_is_refused_without_echo(
+    source_type: SourceType, data: dict[str, str], key: str
+) -> None:
+    with pytest.raises(SourceError) as info:
+        credentials_from_secret(data, ref=CredentialsSecretRef(name="creds"),
+                                source_type=source_type, namespace="ns")
+    assert info.value.reason == "InvalidCredentials" and not info.value.retryable
+    assert key in info.value.message and "'creds'" in info.value.message
+    value = data[key]
+    text = f"{info.value.message} {info.value!r}"
+    assert [f for f in forms(value) if f in text] == []
+    assert not any(part in text for part in re.split(r"[\x00-\x1f\x7f]+", value) if len(part) > 2)
