@@ -67,6 +67,18 @@ def _error(problem: ApiProblem) -> web.Response:
                  problem.status, headers)
 
 
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own error (no route, wrong method) in the API's shape, its headers kept (Allow)."""
+    message = exc.text or exc.reason
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        message = (f"method {exc.method} is not allowed on {request.path[:200]}; "
+                   f"allowed: {', '.join(sorted(exc.allowed_methods))}")
+    headers = {k: v for k, v in exc.headers.items()
+               if k.lower() not in ("content-type", "content-length")}
+    return _json({"error": {"reason": exc.reason.replace(" ", ""), "message": message}},
+                 exc.status, headers)
+
+
 def _query(request: web.Request, name: str, pattern: re.Pattern[str] | None = None) -> str | None:
     values = request.query.getall(name, [])
     if not values:
@@ -149,8 +161,7 @@ class RouterApi:
         except ApiProblem as problem:
             response = _error(problem)
         except web.HTTPException as exc:
-            response = _json({"error": {"reason": exc.reason.replace(" ", ""),
-                                        "message": exc.text or exc.reason}}, exc.status)
+            response = _http_error(request, exc)
         except Exception:
             log.exception("router API handler failed", path=request.path)
             response = _json({"error": {"reason": "InternalError",
