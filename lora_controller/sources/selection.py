@@ -1,6 +1,6 @@
 """Pure selection: naming candidates, filtering by pattern/prefix/adapters, de-duplicating, capping.
 
-DESIGN.md fixes the rules: `pattern` is a shell glob on adapter names, `prefix` a name prefix and
+The rules (docs/sources.md): `pattern` is a shell glob on adapter names, `prefix` a name prefix and
 `adapters` an explicit list; they combine as a conjunction and none of them selects everything.
 A name must be usable as a vLLM `lora_name` and as one folder name; nested folders are named by
 their path with '/' replaced by '-'. The first `maxAdapters` by sorted name are kept.
