@@ -140,7 +140,7 @@ async def run(args: argparse.Namespace) -> int:
         return holder.split("@", 1)[1] if "@" in holder else None
 
     api = RouterApi(controller.view, token=_read_secret_file(args.router_token_file),
-                    is_leader=may_write, leader_url=leader_url)
+                    is_leader=may_write, leader_url=leader_url, namespaces=args.namespaces)
     runner = RouterRunner(api.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host or "0.0.0.0", port)

@@ -12,7 +12,9 @@ The router API is the contract routers rely on; its paths are fixed:
 
 Answers come from the confirmed, observed placement (never from intent). Every replica serves it.
 Errors are JSON `{"error": {"reason", "message"}}`, with `Retry-After` where waiting helps. An
-optional bearer token protects `/v1/*`.
+optional bearer token protects `/v1/*`. A controller limited to some namespaces (`--namespace`)
+answers 404 `NamespaceNotServed` for any other namespace a request names, so that a router can tell
+"not here" from "does not exist".
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import structlog
@@ -129,8 +131,11 @@ class RouterApi:
         token: str | None = None,
         is_leader: Callable[[], bool] = lambda: True,
         leader_url: Callable[[], str | None] = lambda: None,
+        namespaces: Collection[str] | None = None,
     ) -> None:
+        """`namespaces`: those this controller serves (its --namespace); None serves all."""
         self.view = view
+        self.namespaces = frozenset(namespaces) if namespaces is not None else None
         self.token = token
         self.is_leader = is_leader
         self.leader_url = leader_url
@@ -182,6 +187,15 @@ class RouterApi:
             "pods": [pod_json(p) for p in a.confirmed],
         }
 
+    def _served(self, namespace: str | None) -> str | None:
+        """`namespace`, once it is known to be one this controller serves."""
+        if namespace is not None and self.namespaces is not None and namespace not in self.namespaces:
+            raise ApiProblem(404, "NamespaceNotServed",
+                             f"namespace {namespace} is not served by this controller, which serves "
+                             f"only {', '.join(sorted(self.namespaces))} (its --namespace); ask the "
+                             f"controller that serves {namespace}")
+        return namespace
+
     def _find(self, name: str, namespace: str | None) -> AdapterInfo:
         matches = self.view.adapters_named(name, namespace)
         if not matches:
@@ -196,7 +210,7 @@ class RouterApi:
     # -- handlers --------------------------------------------------------------------------
     async def list_adapters(self, request: web.Request) -> web.Response:
         base_model = _query(request, "baseModel")
-        namespace = _query(request, "namespace", _NAMESPACE)
+        namespace = self._served(_query(request, "namespace", _NAMESPACE))
         available = [self._adapter_json(a) for a in self.view.adapters(namespace)
                      if (base_model is None or a.base_model == base_model)
                      and (a.confirmed or a.lazy)]
@@ -204,7 +218,7 @@ class RouterApi:
 
     async def adapter_pods(self, request: web.Request) -> web.Response:
         name = _path(request, "name", _NAME)
-        namespace = _query(request, "namespace", _NAMESPACE)
+        namespace = self._served(_query(request, "namespace", _NAMESPACE))
         ensure = _bool_query(request, "ensure")
         adapter = self._find(name, namespace)
         pods = list(adapter.confirmed)
@@ -230,6 +244,7 @@ class RouterApi:
     async def pod_adapters(self, request: web.Request) -> web.Response:
         namespace = _path(request, "namespace", _NAMESPACE)
         name = _path(request, "name", _NAME)
+        self._served(namespace)
         detail = self.view.pod(namespace, name)
         if detail is None:
             raise ApiProblem(404, "PodNotFound",
@@ -245,6 +260,7 @@ class RouterApi:
     async def adapter_status(self, request: web.Request) -> web.Response:
         namespace = _path(request, "namespace", _NAMESPACE)
         name = _path(request, "name", _NAME)
+        self._served(namespace)
         cr = self.view.lora_adapter(namespace, name)
         if cr is None:
             raise ApiProblem(404, "LoraAdapterNotFound", f"LoraAdapter {namespace}/{name} not found")

@@ -13,6 +13,15 @@ _ERROR = {
 }
 
 
+def _not_found(*reasons: str) -> dict[str, Any]:
+    """404: the reasons of this path, and NamespaceNotServed, which every path that names a
+    namespace may answer when the controller serves only some namespaces (--namespace)."""
+    listed = ", ".join([*reasons, "NamespaceNotServed"])
+    return {**_ERROR, "description": f"Not found; reason one of {listed}. NamespaceNotServed: "
+            "the namespace is not one this controller serves (its --namespace), whether or not "
+            "the object exists there"}
+
+
 def _ok(schema: str) -> dict[str, Any]:
     return {"description": "OK",
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
@@ -34,7 +43,8 @@ OPENAPI: dict[str, Any] = {
                  "schema": {"type": "string", "minLength": 1, "maxLength": 512}},
                 {"name": "namespace", "in": "query", "required": False, "schema": _NAMESPACE},
             ],
-            "responses": {"200": _ok("AdapterList"), "400": _ERROR, "401": _ERROR},
+            "responses": {"200": _ok("AdapterList"), "400": _ERROR, "401": _ERROR,
+                          "404": _not_found()},
         }},
         "/v1/adapters/{name}/pods": {"get": {
             "operationId": "GetPodsForAdapter",
@@ -46,7 +56,7 @@ OPENAPI: dict[str, Any] = {
                  "schema": {"type": "boolean", "default": False}},
             ],
             "responses": {"200": _ok("AdapterPods"), "400": _ERROR, "401": _ERROR,
-                          "404": _ERROR, "409": _ERROR, "503": _ERROR},
+                          "404": _not_found("AdapterNotFound"), "409": _ERROR, "503": _ERROR},
         }},
         "/v1/pods/{namespace}/{name}/adapters": {"get": {
             "operationId": "GetPodAdapters",
@@ -55,7 +65,8 @@ OPENAPI: dict[str, Any] = {
                 {"name": "namespace", "in": "path", "required": True, "schema": _NAMESPACE},
                 {"name": "name", "in": "path", "required": True, "schema": _NAME},
             ],
-            "responses": {"200": _ok("PodAdapters"), "400": _ERROR, "401": _ERROR, "404": _ERROR},
+            "responses": {"200": _ok("PodAdapters"), "400": _ERROR, "401": _ERROR,
+                          "404": _not_found("PodNotFound")},
         }},
         "/v1/loraadapters/{namespace}/{name}": {"get": {
             "operationId": "GetAdapterStatus",
@@ -64,7 +75,8 @@ OPENAPI: dict[str, Any] = {
                 {"name": "namespace", "in": "path", "required": True, "schema": _NAMESPACE},
                 {"name": "name", "in": "path", "required": True, "schema": _NAME},
             ],
-            "responses": {"200": _ok("AdapterStatus"), "400": _ERROR, "401": _ERROR, "404": _ERROR},
+            "responses": {"200": _ok("AdapterStatus"), "400": _ERROR, "401": _ERROR,
+                          "404": _not_found("LoraAdapterNotFound")},
         }},
         "/healthz": {"get": {"operationId": "Healthz", "responses": {"200": {"description": "alive"}}}},
         "/readyz": {"get": {"operationId": "Readyz", "responses": {
