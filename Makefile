@@ -1,5 +1,7 @@
-.PHONY: demo test
+.PHONY: demo test unit
 demo:
 	./hack/demo
 test:
 	./hack/test
+unit:
+	./hack/unit
