@@ -165,6 +165,13 @@ class AdapterSource(ApiModel):
         default=None, min_length=1, max_length=64,
         description="s3 only: the bucket's region (default: the AWS credential chain's).",
     )
+    allow_pickle_weights: bool = Field(
+        default=False,
+        description="Accept adapters whose only weights are adapter_model.bin or .pt: pickles "
+        "that vLLM loads with torch.load, where untrusted data can run code in the vLLM pod. "
+        "false (the default): such an adapter fails with PickleWeightsNotAllowed; convert it to "
+        "adapter_model.safetensors, or set true only for a source whose authors you trust.",
+    )
 
 
 class CredentialsSecretRef(ApiModel):

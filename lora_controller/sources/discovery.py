@@ -26,6 +26,7 @@ from lora_controller.sources.adapter_config import (
 from lora_controller.sources.credentials import SourceCredentials
 from lora_controller.sources.errors import (
     ADAPTER_WEIGHTS_MISSING,
+    PICKLE_WEIGHTS_NOT_ALLOWED,
     AdapterError,
     BaseModelMismatch,
     InvalidAdapterConfig,
@@ -36,12 +37,15 @@ from lora_controller.sources.errors import (
 from lora_controller.sources.local import LocalSource
 from lora_controller.sources.model import (
     CONFIG_FILE,
+    PICKLE_WEIGHT_FILES,
+    WEIGHT_FILES,
     AdapterFile,
     Candidate,
     DiscoveredAdapter,
     Discovery,
     SourceOptions,
     content_version,
+    weights_file,
 )
 from lora_controller.sources.selection import describe_selectors, select
 
@@ -242,11 +246,9 @@ async def _examine(
     source = spec.adapter_source
     cand = await reader.resolve(cand)
     files = cand.files or ()
-    if not any(f.is_weights for f in files):
-        return AdapterError(
-            name=name, reason=ADAPTER_WEIGHTS_MISSING, location=cand.location,
-            message=f"{cand.location} has no weight file (adapter_model.safetensors or .bin)",
-        )
+    problem = _weights_problem(name, cand, files, allow_pickle=source.allow_pickle_weights)
+    if problem is not None:
+        return problem
     raw = await reader.read_file(cand, CONFIG_FILE, max_bytes=_config_limit(cand, files))
     try:
         config = parse_adapter_config(raw)
@@ -272,6 +274,27 @@ async def _examine(
         endpoint=endpoint,
         region=source.region if source.type is SourceType.S3 else None,
     )
+
+
+def _weights_problem(
+    name: str, cand: Candidate, files: tuple[AdapterFile, ...], *, allow_pickle: bool
+) -> AdapterError | None:
+    """Why the weight file vLLM would load is missing or refused, or None when it is fine."""
+    chosen = weights_file(files)
+    if chosen is None:
+        return AdapterError(
+            name=name, reason=ADAPTER_WEIGHTS_MISSING, location=cand.location,
+            message=f"{cand.location} has no weight file vLLM loads ({', '.join(WEIGHT_FILES)})",
+        )
+    if chosen.path in PICKLE_WEIGHT_FILES and not allow_pickle:
+        return AdapterError(
+            name=name, reason=PICKLE_WEIGHTS_NOT_ALLOWED, location=cand.location,
+            message=f"{cand.location} has only {chosen.path}, a pickle that vLLM loads with "
+            f"torch.load (unpickling untrusted data can run code): convert it to "
+            f"adapter_model.safetensors, or set adapterSource.allowPickleWeights: true if you "
+            f"trust its author",
+        )
+    return None
 
 
 def _config_limit(cand: Candidate, files: tuple[AdapterFile, ...]) -> int:

@@ -133,6 +133,7 @@ ADAPTER_NOT_FOUND = "AdapterNotFound"
 INVALID_ADAPTER_NAME = "InvalidAdapterName"
 DUPLICATE_ADAPTER_NAME = "DuplicateAdapterName"
 ADAPTER_WEIGHTS_MISSING = "AdapterWeightsMissing"
+PICKLE_WEIGHTS_NOT_ALLOWED = "PickleWeightsNotAllowed"
 
 
 @dataclass(frozen=True)

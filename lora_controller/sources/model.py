@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from lora_controller.api.types import SourceType
 from lora_controller.sources.errors import AdapterError
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# The weight files vLLM's LoRAModel.from_local_checkpoint loads, in its order: the first present
+# is the one loaded. .bin and .pt are pickles (torch.load).
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_model.pt")
+PICKLE_WEIGHT_FILES = frozenset(WEIGHT_FILES[1:])
 VERSION_RE = r"^[0-9a-f]{16}$"  # what content_version returns
 CONFIG_FILE = "adapter_config.json"
 
@@ -34,7 +37,14 @@ class AdapterFile:
 
     @property
     def is_weights(self) -> bool:
-        return self.path.endswith(WEIGHT_SUFFIXES)
+        """One of the files vLLM loads weights from (not training_args.bin, optimizer.pt, ...)."""
+        return self.path in WEIGHT_FILES
+
+
+def weights_file(files: tuple[AdapterFile, ...]) -> AdapterFile | None:
+    """The weight file vLLM would load from these files, or None when there is none."""
+    by_name = {f.path: f for f in files}
+    return next((by_name[name] for name in WEIGHT_FILES if name in by_name), None)
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,9 @@ class DiscoveredAdapter:
 
     @property
     def weights_bytes(self) -> int:
-        return sum(f.size for f in self.files if f.is_weights)
+        """The size of the one weight file vLLM loads (safetensors first, then .bin, then .pt)."""
+        chosen = weights_file(self.files)
+        return chosen.size if chosen is not None else 0
 
     @property
     def rank(self) -> int:

@@ -14,9 +14,11 @@ from kubernetes_asyncio import client as k8s_client
 from lora_controller.api.crd import render_crd_yaml
 from lora_controller.api.types import GROUP, PLURAL, VERSION, LoraAdapter, LoraAdapterStatus, Phase
 from lora_controller.devenv.controlplane import ControlPlane
-from tests.support.controlplane import CRDS, REPO, kubectl, kubectl_json
+from tests.support.controlplane import CRDS, kubectl, kubectl_json
 
 pytestmark = pytest.mark.k8s
+
+REPO = Path(__file__).resolve().parents[2]
 
 SAMPLES = sorted((REPO / "deploy" / "samples").glob("*.yaml"))
 
@@ -136,6 +138,7 @@ def test_crd_is_established_and_explained(control_plane: ControlPlane) -> None:
     explain = kubectl(control_plane, "explain", "loraadapter.spec.adapterSource").stdout
     assert "s3://BUCKET/PREFIX" in explain
     assert "maxAdapters" in explain
+    assert "allowPickleWeights" in explain and "torch.load" in explain
     explain_status = kubectl(control_plane, "explain", "loraadapter.status.phase").stdout
     assert "confirmed" in explain_status
 
@@ -181,6 +184,7 @@ def test_valid_baseline_is_accepted(control_plane: ControlPlane, namespace: str)
     got = kubectl_json(control_plane, "get", "loraadapter", "-n", namespace, "x")
     # Server-side defaults from the schema.
     assert got["spec"]["adapterSource"]["maxAdapters"] == 100
+    assert got["spec"]["adapterSource"]["allowPickleWeights"] is False
 
 
 @pytest.mark.parametrize("memory", ["2Gi", "512M", 1073741824, "1e9"])

@@ -94,3 +94,37 @@ async def test_any_error_inspecting_one_adapter_is_its_failure(exc: BaseExceptio
     assert not isinstance(got, DiscoveredAdapter)
     assert got.reason == "InvalidAdapterConfig" and got.name == "a"
     assert "/r/a" in got.message and type(exc).__name__ in got.message
+
+
+# -- weights: only the file vLLM loads counts, and pickle is opt-in ---------------------------
+
+
+def _folder(root: Path, name: str, weights: dict[str, bytes]) -> None:
+    write_adapter(root / name)
+    (root / name / "adapter_model.safetensors").unlink()
+    for file, data in weights.items():
+        (root / name / file).write_bytes(data)
+
+
+async def test_only_the_weights_vllm_loads_count_and_pickle_is_opt_in(
+    tmp_path: Path, options: SourceOptions
+) -> None:
+    st, pickle = b"s" * 1000, b"p" * 300
+    _folder(tmp_path, "safe", {"adapter_model.safetensors": st, "training_args.bin": b"t" * 5000})
+    _folder(tmp_path, "both", {"adapter_model.safetensors": st, "adapter_model.bin": pickle})
+    _folder(tmp_path, "bin-only", {"adapter_model.bin": pickle})
+    _folder(tmp_path, "pt-only", {"adapter_model.pt": pickle})
+    _folder(tmp_path, "args-only", {"training_args.bin": b"t" * 5000, "optimizer.pt": b"o"})
+    found = await discover(spec("local", str(tmp_path)), namespace="ns", credentials=None,
+                           options=options)
+    sizes = {a.name: a.weights_bytes for a in found.adapters}
+    assert sizes == {"safe": 1000, "both": 1000}  # what vLLM loads: the safetensors file
+    errors = {e.name: (e.reason, e.message) for e in found.errors}
+    assert errors["bin-only"][0] == errors["pt-only"][0] == "PickleWeightsNotAllowed"
+    assert "allowPickleWeights" in errors["bin-only"][1]
+    assert "adapter_model.pt" in errors["pt-only"][1]
+    assert errors["args-only"][0] == "AdapterWeightsMissing"
+    allowed = await discover(spec("local", str(tmp_path), allowPickleWeights=True),
+                             namespace="ns", credentials=None, options=options)
+    assert {a.name: a.weights_bytes for a in allowed.adapters} == {
+        "safe": 1000, "both": 1000, "bin-only": 300, "pt-only": 300}
