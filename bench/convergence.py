@@ -17,30 +17,31 @@ import json
 import math
 import time
 
-from _world import World, write_adapters
+from _common import add_pods, start_controller
+
+from lora_controller.devenv.adapters import write_adapters
+from lora_controller.devenv.cluster import wait_all_ready
+from lora_controller.devenv.local import LocalCluster
 
 
 async def run(args: argparse.Namespace) -> dict[str, float | int]:
-    async with World() as world:
+    async with LocalCluster() as world:
         ns = "bench"
-        await world.namespace(ns)
+        cluster = await world.namespace(ns)
         names = [f"adapter-{i:04d}" for i in range(args.adapters)]
-        root = world.workdir / "adapters"
-        write_adapters(root, names)
-        await world.add_pods(ns, args.pods, max_loras=4, max_cpu_loras=64,
-                             load_latency_ms=args.latency_ms)
-        world.start_controller("--namespace", ns, "--no-leader-elect", "--poll-interval", "5", *args.controller_args,
-                               "--load-concurrency", str(args.concurrency))
-        await world.wait_controller_ready()
+        root = write_adapters(world.workdir / "adapters", names, shared_weights=True)
+        await add_pods(cluster, args.pods, max_loras=4, max_cpu_loras=64, load_latency_ms=args.latency_ms)
+        await start_controller(world, "--namespace", ns, "--no-leader-elect", "--poll-interval", "5",
+                               *args.controller_args, "--load-concurrency", str(args.concurrency))
         await asyncio.sleep(1.0)  # let the controller's first poll of every pod finish
         started = time.monotonic()
-        await world.apply(ns, "bench", {
+        await cluster.apply("bench", {
             "baseModel": "tiny-llama",
             "adapterSource": {"type": "local", "repository": str(root), "maxAdapters": args.adapters},
             "deploymentConfig": {"replicas": args.replicas,
                                  "podSelector": {"matchLabels": {"lora-enabled": "true"}}},
         })
-        ready_s = await world.wait_all_ready(1, namespace=ns, timeout=600, poll=0.02)
+        ready_s = await wait_all_ready(world.kube, 1, namespace=ns, timeout=600, poll=0.02)
         elapsed = time.monotonic() - started
         loads = [sum(1 for e in sim.load_log if e.action == "load" and e.status == 200)
                  for sim in world.sims.values()]

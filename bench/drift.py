@@ -17,38 +17,38 @@ import math
 import statistics
 import time
 
-from _world import World, write_adapters
+from _common import add_pods, start_controller
 
-from lora_controller.devenv.simpods import set_pod_status
+from lora_controller.devenv.adapters import write_adapters
+from lora_controller.devenv.cluster import wait_all_ready
+from lora_controller.devenv.local import LocalCluster
 
 
 async def run(args: argparse.Namespace) -> dict[str, float | int]:
-    async with World() as world:
+    async with LocalCluster() as world:
         ns = "bench"
-        await world.namespace(ns)
+        cluster = await world.namespace(ns)
         names = [f"adapter-{i:03d}" for i in range(args.adapters)]
-        root = world.workdir / "adapters"
-        write_adapters(root, names)
-        await world.add_pods(ns, args.pods, max_cpu_loras=max(64, args.adapters),
-                             load_latency_ms=args.latency_ms)
-        world.start_controller("--namespace", ns, "--no-leader-elect", "--poll-interval", "10",
+        root = write_adapters(world.workdir / "adapters", names, shared_weights=True)
+        await add_pods(cluster, args.pods, max_cpu_loras=max(64, args.adapters), load_latency_ms=args.latency_ms)
+        await start_controller(world, "--namespace", ns, "--no-leader-elect", "--poll-interval", "10",
                                "--load-concurrency", str(args.concurrency))
-        await world.wait_controller_ready()
-        await world.apply(ns, "drift", {
+        await cluster.apply("drift", {
             "baseModel": "tiny-llama",
             "adapterSource": {"type": "local", "repository": str(root), "maxAdapters": args.adapters},
             "deploymentConfig": {"podSelector": {"matchLabels": {"lora-enabled": "true"}}}})
-        await world.wait_all_ready(1, namespace=ns, timeout=300)
+        await wait_all_ready(world.kube, 1, namespace=ns, timeout=300)
         repairs = []
         for rnd in range(args.rounds):
-            (_, name), sim = sorted(world.sims.items())[rnd % args.pods]
-            await sim.restart()
+            name = sorted(cluster.pods)[rnd % args.pods]
+            sim = cluster.pods[name].sim
+            await cluster.restart_vllm(name)
             started = time.monotonic()
-            await set_pod_status(world.k, ns, name, restarts=sim.restarts)
+            await cluster.set_status(name)  # the kubelet reports the restart
             while len(sim.adapters) < args.adapters:
                 await asyncio.sleep(0.005)
             repairs.append(time.monotonic() - started)
-            await world.wait_all_ready(1, namespace=ns, timeout=120)
+            await wait_all_ready(world.kube, 1, namespace=ns, timeout=120)
         load_s = math.ceil(args.adapters / args.concurrency) * args.latency_ms / 1000
         return {
             "repair_s": round(statistics.median(repairs), 3),

@@ -14,14 +14,12 @@ import argparse
 import asyncio
 import gc
 import json
-import sys
+import shutil
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_controller.devenv.controlplane import ControlPlane
 from lora_controller.kube.client import KubeClient
@@ -84,6 +82,7 @@ async def run(pods: int, concurrency: int) -> dict[str, Any]:
     finally:
         await kube.close()
         cp.down()
+        shutil.rmtree(cp.dir, ignore_errors=True)  # its certificates and keys with it
 
 
 def main() -> None:

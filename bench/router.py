@@ -21,10 +21,10 @@ import sys
 import time
 
 import aiohttp
-from _world import World
 from scale import add_arguments, build
 
 from lora_controller.devenv.controlplane import free_port
+from lora_controller.devenv.local import LocalCluster
 
 BARE = """
 import sys
@@ -64,12 +64,14 @@ async def drive(urls: list[str], *, seconds: float, clients: int) -> tuple[float
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    async with World() as world:
+    async with LocalCluster() as world:
         await build(world, args)
+        assert world.controller is not None
+        url = world.controller.url
         names = [(f"scale-{n:02d}", f"scale-{n:02d}-c{c:03d}-a{a:02d}")
                  for n in range(args.namespaces) for c in range(args.crs_per_namespace)
                  for a in range(args.adapters_per_cr)]
-        urls = [f"{world.url}/v1/adapters/{name}/pods?namespace={ns}" for ns, name in names]
+        urls = [f"{url}/v1/adapters/{name}/pods?namespace={ns}" for ns, name in names]
         async with aiohttp.ClientSession() as s, s.get(urls[0]) as r:
             sample = await r.read()
             assert r.status == 200 and json.loads(sample)["pods"], sample
@@ -87,7 +89,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                             break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-            bare_urls = [u.replace(world.url, f"http://127.0.0.1:{port}") for u in urls]
+            bare_urls = [u.replace(url, f"http://127.0.0.1:{port}") for u in urls]
             await drive(urls, seconds=1, clients=args.clients)  # warm up
             rps, lat, errors = await drive(urls, seconds=args.seconds, clients=args.clients)
             bare_rps, _, _ = await drive(bare_urls, seconds=args.seconds, clients=args.clients)

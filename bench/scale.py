@@ -18,7 +18,11 @@ import json
 import time
 
 import aiohttp
-from _world import World, proc_stats, write_adapters
+from _common import add_pods, proc_stats, start_controller
+
+from lora_controller.devenv.adapters import write_adapters
+from lora_controller.devenv.cluster import wait_all_ready
+from lora_controller.devenv.local import LocalCluster
 
 
 async def controller_requests(url: str) -> dict[str, float]:
@@ -33,26 +37,26 @@ async def controller_requests(url: str) -> dict[str, float]:
     return out
 
 
-async def build(world: World, args: argparse.Namespace) -> tuple[float, float]:
+async def build(world: LocalCluster, args: argparse.Namespace) -> tuple[float, float]:
     """Pods, adapters, the controller, and every resource Ready: returns (setup_s, ready_s)."""
     started_setup = time.monotonic()
     namespaces = [f"scale-{n:02d}" for n in range(args.namespaces)]
     for ns in namespaces:
-        await world.namespace(ns)
-        await world.add_pods(ns, args.pods_per_namespace, max_cpu_loras=16,
-                             labels=lambda i: {"group": f"g{i % 10}"})
+        cluster = await world.namespace(ns)
+        await add_pods(cluster, args.pods_per_namespace, max_cpu_loras=16,
+                       labels=lambda i: {"group": f"g{i % 10}"})
         for c in range(args.crs_per_namespace):
             write_adapters(world.workdir / "adapters" / ns / f"cr-{c:03d}",
-                           [f"{ns}-c{c:03d}-a{a:02d}" for a in range(args.adapters_per_cr)])
+                           [f"{ns}-c{c:03d}-a{a:02d}" for a in range(args.adapters_per_cr)],
+                           shared_weights=True)
     setup_s = time.monotonic() - started_setup
-    world.start_controller("--poll-interval", "30", "--no-leader-elect", "--workers", "4")
-    await world.wait_controller_ready()
+    await start_controller(world, "--poll-interval", "30", "--no-leader-elect", "--workers", "4")
     started = time.monotonic()
     sem = asyncio.Semaphore(16)
 
     async def create(ns: str, c: int) -> None:
         async with sem:
-            await world.apply(ns, f"cr-{c:03d}", {
+            await world.clusters[ns].apply(f"cr-{c:03d}", {
                 "baseModel": "tiny-llama",
                 "adapterSource": {"type": "local", "repository": str(
                     world.workdir / "adapters" / ns / f"cr-{c:03d}")},
@@ -62,17 +66,17 @@ async def build(world: World, args: argparse.Namespace) -> tuple[float, float]:
     await asyncio.gather(*(create(ns, c) for ns in namespaces
                            for c in range(args.crs_per_namespace)))
     total = args.namespaces * args.crs_per_namespace
-    await world.wait_all_ready(total, timeout=1800, poll=1.0)
+    await wait_all_ready(world.kube, total, timeout=1800, poll=1.0)
     return setup_s, time.monotonic() - started
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    async with World() as world:
+    async with LocalCluster() as world:
         setup_s, ready_s = await build(world, args)
         total = args.namespaces * args.crs_per_namespace
         assert world.controller is not None
         _, rss = proc_stats(world.controller.pid)
-        requests = await controller_requests(world.url)
+        requests = await controller_requests(world.controller.url)
         loads = sum(1 for sim in world.sims.values() for e in sim.load_log
                     if e.action == "load" and e.status == 200)
         return {

@@ -15,7 +15,11 @@ import argparse
 import asyncio
 import json
 
-from _world import World, apiserver_requests, proc_stats, write_adapters
+from _common import add_pods, apiserver_requests, proc_stats, start_controller
+
+from lora_controller.devenv.adapters import write_adapters
+from lora_controller.devenv.cluster import wait_all_ready
+from lora_controller.devenv.local import LocalCluster
 
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE"}
 
@@ -32,31 +36,30 @@ def writes(before: dict[tuple[str, str], float], after: dict[tuple[str, str], fl
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    async with World() as world:
+    async with LocalCluster() as world:
         ns = "bench"
-        await world.namespace(ns)
-        await world.add_pods(ns, args.pods, max_cpu_loras=4 * args.crs)
+        cluster = await world.namespace(ns)
+        await add_pods(cluster, args.pods, max_cpu_loras=4 * args.crs)
         for i in range(args.crs):
-            write_adapters(world.workdir / "adapters" / f"cr-{i:03d}", [f"cr{i:03d}-a", f"cr{i:03d}-b"])
-        world.start_controller("--namespace", ns, "--poll-interval", "10",
-                               *([] if args.leader_elect else ["--no-leader-elect"]))
-        await world.wait_controller_ready()
+            write_adapters(world.workdir / "adapters" / f"cr-{i:03d}", [f"cr{i:03d}-a", f"cr{i:03d}-b"],
+                           shared_weights=True)
+        ctl = await start_controller(world, "--namespace", ns, "--poll-interval", "10",
+                                     *([] if args.leader_elect else ["--no-leader-elect"]))
         for i in range(args.crs):
-            await world.apply(ns, f"cr-{i:03d}", {
+            await cluster.apply(f"cr-{i:03d}", {
                 "baseModel": "tiny-llama",
                 "adapterSource": {"type": "local",
                                   "repository": str(world.workdir / "adapters" / f"cr-{i:03d}")},
                 "deploymentConfig": {"replicas": 2,
                                      "podSelector": {"matchLabels": {"lora-enabled": "true"}}}})
-        await world.wait_all_ready(args.crs, namespace=ns, timeout=600)
+        await wait_all_ready(world.kube, args.crs, namespace=ns, timeout=600)
         await asyncio.sleep(5)  # let the last status writes and events settle
-        assert world.controller is not None
-        pid = world.controller.pid
-        before = await apiserver_requests(world)
+        pid = ctl.pid
+        before = await apiserver_requests(world.kube)
         cpu0, _ = proc_stats(pid)
         await asyncio.sleep(args.seconds)
         cpu1, rss = proc_stats(pid)
-        after = await apiserver_requests(world)
+        after = await apiserver_requests(world.kube)
         w = writes(before, after)
         lease = sum(v for k, v in w.items() if k.endswith(" leases"))
         other = {k: v for k, v in w.items() if not k.endswith(" leases")}

@@ -16,6 +16,7 @@ import yaml
 
 from lora_controller.cli.main import build_parser
 from lora_controller.devenv.controlplane import ControlPlane
+from lora_controller.devenv.kubectl import kubectl
 from tests.deploy.rendering import (
     BUILD_TIMEOUT,
     CHART,
@@ -30,7 +31,6 @@ from tests.deploy.rendering import (
     one,
     render,
 )
-from tests.support.controlplane import kubectl
 
 # The first test to need helm builds it (minutes on a fresh machine).
 pytestmark = [pytest.mark.usefixtures("helm_binary"), pytest.mark.timeout(BUILD_TIMEOUT + 300)]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lora_controller.devenv.controlplane import ControlPlane
+from lora_controller.devenv.kubectl import kubectl
 from tests.deploy.rendering import (
     BUILD_TIMEOUT,
     JSON,
@@ -19,7 +20,6 @@ from tests.deploy.rendering import (
     kustomize,
     render,
 )
-from tests.support.controlplane import kubectl
 
 pytestmark = [pytest.mark.usefixtures("helm_binary"), pytest.mark.timeout(BUILD_TIMEOUT + 300)]
 

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from lora_controller.devenv.adapters import write_adapters
+from lora_controller.devenv.cluster import Cluster
+from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.devenv.controlplane import ControlPlane
+from lora_controller.devenv.kubectl import kubectl, kubectl_json
+from lora_controller.devenv.waiting import eventually
 from lora_controller.kube.client import ApiError
 from lora_controller.kube.resources import LORA_ADAPTERS
 from tests.deploy.rendering import BUILD_TIMEOUT, JSON, dump, one, render
 from tests.deploy.test_chart import run_args
-from tests.e2e.harness import Cluster, ControllerProcess, eventually
-from tests.support.adapters import write_adapter
-from tests.support.controlplane import kubectl, kubectl_json
 
 pytestmark = [pytest.mark.k8s, pytest.mark.usefixtures("helm_binary"),
               pytest.mark.timeout(BUILD_TIMEOUT + 300)]
@@ -114,8 +116,7 @@ async def test_controller_runs_with_only_the_charts_rbac(
     sa = ServiceAccountKubectl(kubeconfig)
     assert sa("auth", "whoami", "-o", "json").returncode == 0
 
-    for i, name in enumerate(["lora-a", "lora-b"]):
-        write_adapter(adapter_dir / name, base_model="tiny-llama", seed=i)
+    write_adapters(adapter_dir, ["lora-a", "lora-b"])
     kubectl(control_plane, "create", "secret", "generic", "source-creds", "-n", namespace,
             "--from-literal=note=local sources read no key")
     for i in range(2):

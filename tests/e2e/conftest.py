@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from lora_controller.devenv.cluster import Cluster
+from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.devenv.controlplane import ControlPlane
 from lora_controller.kube.client import KubeClient
 from lora_controller.simulator.fleet import SimulatedFleet
-from tests.e2e.harness import Cluster, ControllerProcess
 
 
 @pytest.fixture
 async def cluster(control_plane: ControlPlane, namespace: str) -> AsyncIterator[Cluster]:
     kube = await KubeClient.from_config(kubeconfig=str(control_plane.kubeconfig), timeout=10)
     async with SimulatedFleet() as fleet:
-        yield Cluster(control_plane, namespace, kube, fleet)
+        yield Cluster(namespace, kube, fleet)
     await kube.close()
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from lora_controller.devenv.adapters import adapter_files, write_adapters
+from lora_controller.devenv.cluster import Cluster, local_spec
+from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.kube.resources import SECRETS
-from tests.e2e.harness import Cluster, ControllerProcess, local_spec, write_adapters
 from tests.e2e.test_sources import controller_env, make_secret
 from tests.sources.s3_server import MotoS3
-from tests.support.adapters import adapter_files
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Cluster, ControllerProcess, eventually, local_spec
-from tests.support.adapters import write_adapter
+from lora_controller.devenv.adapters import write_adapter
+from lora_controller.devenv.cluster import Cluster, local_spec
+from lora_controller.devenv.controller_process import ControllerProcess
+from lora_controller.devenv.waiting import eventually
 
 pytestmark = pytest.mark.k8s
 
@@ -59,8 +61,7 @@ async def test_local_adapters_converge_with_replicas_and_router_agrees(
     assert code == 404 and missing["error"]["reason"] == "AdapterNotFound"
     # No adapter was loaded twice anywhere.
     for name in cluster.pods:
-        loads = cluster.successful_loads(name)
-        assert len(loads) == len(set(loads)), loads
+        cluster.assert_loaded_once(name)
 
     # A vLLM restart loses its adapters: reloaded without any change to the resource.
     victim = next(iter(where["lora-a"]))

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from lora_controller.devenv.adapters import write_adapters
+from lora_controller.devenv.cluster import Cluster, create_namespace, local_spec
+from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.devenv.controlplane import ControlPlane
+from lora_controller.devenv.waiting import eventually
 from lora_controller.kube.client import KubeClient
-from lora_controller.kube.resources import LEASES, NAMESPACES
+from lora_controller.kube.resources import LEASES
 from lora_controller.simulator.fleet import SimulatedFleet
-from tests.e2e.harness import Cluster, ControllerProcess, eventually, local_spec
-from tests.support.adapters import write_adapter
 
 pytestmark = pytest.mark.k8s
 
@@ -26,9 +28,7 @@ FAST_LEASE = ["--lease-duration", "4", "--renew-deadline", "3", "--retry-period"
 async def test_two_replicas_one_leader_and_takeover(
     cluster: Cluster, tmp_path: Path, start_controller: Callable[..., ControllerProcess]
 ) -> None:
-    root = tmp_path / "adapters"
-    for i in range(4):
-        write_adapter(root / f"lora-{i}", base_model="tiny-llama", seed=i)
+    root = write_adapters(tmp_path / "adapters", [f"lora-{i}" for i in range(4)])
     await cluster.add_pod("vllm-0", max_cpu_loras=8)
     lease = f"lease-{uuid.uuid4().hex[:6]}"
     args = [*FAST_LEASE, "--lease-name", lease, "--lease-namespace", cluster.namespace]
@@ -69,9 +69,9 @@ async def test_two_replicas_one_leader_and_takeover(
 async def private_cluster(private_control_plane: ControlPlane) -> AsyncIterator[Cluster]:
     kube = await KubeClient.from_config(kubeconfig=str(private_control_plane.kubeconfig), timeout=5)
     ns = f"t-{uuid.uuid4().hex[:10]}"
-    await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    await create_namespace(kube, ns)
     async with SimulatedFleet() as fleet:
-        yield Cluster(private_control_plane, ns, kube, fleet)
+        yield Cluster(ns, kube, fleet)
     await kube.close()
 
 
@@ -79,10 +79,8 @@ async def test_api_server_restarted_mid_convergence(
     private_cluster: Cluster, private_control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     cluster = private_cluster
-    root = tmp_path / "adapters"
     names = [f"lora-{i}" for i in range(10)]
-    for i, name in enumerate(names):
-        write_adapter(root / name, base_model="tiny-llama", seed=i)
+    root = write_adapters(tmp_path / "adapters", names)
     for i in range(2):
         await cluster.add_pod(f"vllm-{i}", max_cpu_loras=16, load_latency_ms=200)
     ctl = ControllerProcess(private_control_plane, namespace=cluster.namespace, store=tmp_path / "s",
@@ -102,7 +100,6 @@ async def test_api_server_restarted_mid_convergence(
         assert status["loadedCount"] == 10
         for pod in cluster.pods:
             assert set(cluster.loaded(pod)) == set(names)
-            loads = cluster.successful_loads(pod)
-            assert sorted(loads) == sorted(set(loads)), loads
+            cluster.assert_loaded_once(pod)
     finally:
         ctl.kill()

@@ -21,11 +21,11 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from lora_controller.devenv.adapters import write_adapter
+from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.devenv.controlplane import ControlPlane
-from lora_controller.devenv.simpods import write_adapter
+from lora_controller.devenv.kubectl import kubectl
 from lora_controller.server.openapi import OPENAPI
-from tests.e2e.harness import ControllerProcess
-from tests.support.controlplane import kubectl
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from lora_controller.devenv.adapters import adapter_files, under, write_adapter
+from lora_controller.devenv.cluster import Cluster
+from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.kube.resources import SECRETS
-from tests.e2e.harness import Cluster, ControllerProcess
 from tests.sources.hub_server import HubServer
 from tests.sources.s3_server import MotoS3
-from tests.support.adapters import adapter_files, under, write_adapter
 
 pytestmark = pytest.mark.k8s
 
