@@ -17,11 +17,14 @@ WORKDIR /src
 RUN python -m venv /opt/lora-controller
 COPY pyproject.toml README.md ./
 COPY lora_controller ./lora_controller
-# Build the wheel (setuptools may come from source), then install it from binary wheels only.
+# Build the wheel (setuptools may come from source), then install it from binary wheels only. The
+# wheel leaves out the vLLM simulator and the dev environment (pyproject.toml): the last check
+# fails the build if either reached the virtualenv.
 RUN /opt/lora-controller/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && /opt/lora-controller/bin/pip install --no-cache-dir --only-binary=:all: /wheels/*.whl \
     && /opt/lora-controller/bin/python -m compileall -q /opt/lora-controller/lib \
-    && /opt/lora-controller/bin/lora-controller --version
+    && /opt/lora-controller/bin/lora-controller --version \
+    && /opt/lora-controller/bin/python -I -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('lora_controller.simulator', 'lora_controller.devenv', 'numpy')))"
 
 # -- runtime: the virtualenv on the same base, nothing else.
 FROM ${PYTHON_IMAGE}

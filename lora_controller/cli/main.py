@@ -8,16 +8,17 @@ import sys
 from collections.abc import Sequence
 
 from lora_controller import __version__
+from lora_controller.cli.flags import OneLineErrorParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="lora-controller",
         description="Places, loads and keeps LoRA adapters on vLLM pods, from LoraAdapter resources.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from lora_controller.cli.run import add_run_arguments
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
+    from lora_controller.cli.flags import add_run_arguments
 
     run = sub.add_parser(
         "run", help="run the controller (router API, metrics, health on --listen)",
@@ -26,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_arguments(run)
     sub.add_parser("crd", help="print the LoraAdapter CustomResourceDefinition (YAML)")
+    from lora_controller.cli.dev import add_dev_arguments
+
+    add_dev_arguments(sub.add_parser(
+        "dev", help="development tools (a development install only): simulated vLLM pods to try the controller",
+        description="Development tools; present in a development install (pip install -e '.[test]'), "
+        "not in the production wheel or image."))
     return parser
 
 
@@ -37,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.stdout.write(render_crd_yaml())
         return
+    if args.command == "dev":
+        from lora_controller.cli.dev import run_dev
+
+        sys.exit(run_dev(parser, args))
     if args.command == "run":
         from lora_controller.cli.logging import configure_logging
         from lora_controller.cli.run import run
