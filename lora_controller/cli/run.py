@@ -1,9 +1,11 @@
 """`lora-controller run`: wire the controller, the router API and leader election, and run them.
 
-Every flag has a matching environment variable, `LORA_CONTROLLER_<FLAG>` (upper case, `-` as `_`),
-used when the flag is not given; `--kubeconfig` also honours `KUBECONFIG`. On SIGTERM or SIGINT the
-controller stops taking work, finishes the reconciles (and so the loads) in flight, releases the
-Lease so a standby takes over at once, and exits.
+The flags are in `cli/flags.py`. Building happens before anything runs: credentials and files are
+read, the router API starts listening, and only then does the controller reconcile; a mistake found
+while building (no kubeconfig, a port in use) is one line on stderr and an exit status, with every
+part built so far closed. On SIGTERM or SIGINT the controller stops taking work, finishes the
+reconciles (and so the loads) in flight, releases the Lease so a standby takes over at once, and
+exits.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
-from lora_controller.core.redaction import register_secret
+from lora_controller.cli.flags import split_listen
+from lora_controller.core.redaction import redact, register_secret
 from lora_controller.kube.client import KubeClient
-from lora_controller.kube.leaderelection import LeaderElector
+from lora_controller.kube.leaderelection import JITTER, LeaderElector
 from lora_controller.reconcile.controller import ControllerConfig, LoraController
 from lora_controller.server.app import RouterApi
 from lora_controller.server.protocol import RouterRunner
@@ -30,92 +35,51 @@ from lora_controller.sources.store import AdapterStore
 from lora_controller.vllm.client import VllmClient, create_session
 
 log = structlog.get_logger(__name__)
-ENV_PREFIX = "LORA_CONTROLLER_"
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+class StartupError(Exception):
+    """Why the controller cannot start, in one line that says what to do. `status` is the exit
+    status: 2 when the command line, the environment or a file they name is wrong, 1 when
+    something failed at run time."""
+
+    def __init__(self, message: str, *, status: int = 1) -> None:
+        super().__init__(" ".join(message.split()))
+        self.status = status
 
 
-def _env_bool(name: str, default: bool) -> bool:
-    value = _env(name)
-    return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+@dataclass
+class _Started:
+    """What `_build` made, for `_serve` to run and stop."""
 
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Numeric defaults are strings on purpose: argparse converts a string default with the flag's
-    `type`, so a bad environment value is refused like a bad flag."""
-    a = parser.add_argument
-    a("--kubeconfig", default=_env("kubeconfig") or os.environ.get("KUBECONFIG"),
-      help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
-    a("--namespace", action="append", dest="namespaces",
-      default=[n for n in (_env("namespace") or "").split(",") if n] or None,
-      help="watch only this namespace (repeatable; default: all namespaces)")
-    a("--adapter-store", default=_env("adapter_store", "/var/lib/lora-adapters"),
-      help="folder where HuggingFace/S3 adapters are staged; the vLLM pods mount it at the same path")
-    a("--listen", default=_env("listen", "0.0.0.0:8080"),
-      help="HOST:PORT of the router API, /metrics, /healthz and /readyz")
-    a("--leader-elect", action=argparse.BooleanOptionalAction,
-      default=_env_bool("leader_elect", True), help="elect one active replica through a Lease")
-    a("--lease-name", default=_env("lease_name", "lora-controller"))
-    a("--lease-namespace", default=_env("lease_namespace") or os.environ.get("POD_NAMESPACE") or "default")
-    a("--lease-duration", type=float, default=_env("lease_duration", "15"),
-      help="seconds a leader's Lease is valid without renewal")
-    a("--renew-deadline", type=float, default=_env("renew_deadline", "10"),
-      help="seconds the leader keeps trying to renew before it stops acting")
-    a("--retry-period", type=float, default=_env("retry_period", "2"),
-      help="seconds between leader-election attempts")
-    a("--workers", type=int, default=_env("workers", "4"), help="concurrent reconciles")
-    a("--resync", type=float, default=_env("resync", "300"),
-      help="seconds between full re-checks of every resource")
-    a("--poll-interval", type=float, default=_env("poll_interval", "10"),
-      help="seconds between reads of each pod's /v1/models (jittered)")
-    a("--discovery-ttl", type=float, default=_env("discovery_ttl", "300"),
-      help="seconds a source listing is reused before it is read again")
-    a("--load-concurrency", type=int, default=_env("load_concurrency", "4"),
-      help="concurrent adapter loads per pod")
-    a("--vllm-timeout", type=float, default=_env("vllm_timeout", "10"),
-      help="timeout of vLLM calls other than loads (seconds)")
-    a("--load-timeout", type=float, default=_env("load_timeout", "120"),
-      help="timeout of one adapter load (seconds)")
-    a("--vllm-api-key-file", default=_env("vllm_api_key_file"),
-      help="file holding the vLLM pods' API key (--api-key), sent as a bearer token")
-    a("--router-token-file", default=_env("router_token_file"),
-      help="file holding a bearer token that router API clients must send")
-    a("--identity", default=_env("identity"),
-      help="leader-election identity (default: hostname and a random suffix)")
-    a("--advertise-url", default=_env("advertise_url"),
-      help="this replica's router API URL, shown to routers by standbys (default from $POD_IP)")
-    a("--log-format", choices=["json", "console"], default=_env("log_format", "console"))
-    a("--log-level", default=_env("log_level", "info"),
-      choices=["debug", "info", "warning", "error"])
-
-
-def _read_secret_file(path: str | None) -> str | None:
-    """A credential from a file, registered so that no log line can show it."""
-    if not path:
-        return None
-    value = Path(path).read_text().strip() or None
-    register_secret(value)
-    return value
+    controller: LoraController
+    elector: LeaderElector | None
 
 
 async def run(args: argparse.Namespace) -> int:
-    host, _, port_text = args.listen.rpartition(":")
-    port = int(port_text)
+    """Build, serve until SIGTERM or SIGINT, stop. Whatever was built is closed in reverse order,
+    also when building fails half-way; such a failure is one line on stderr."""
+    async with contextlib.AsyncExitStack() as resources:
+        try:
+            started = await _build(args, resources)
+        except StartupError as err:
+            sys.stderr.write(f"lora-controller run: error: {redact(str(err))}\n")
+            return err.status
+        await _serve(started)
+    log.info("stopped")
+    return 0
+
+
+async def _build(args: argparse.Namespace, resources: contextlib.AsyncExitStack) -> _Started:
+    """Every part wired and the router API listening; nothing reconciles yet."""
+    _check_lease_timings(args)
+    host, port = split_listen(args.listen)
     advertise = args.advertise_url or (
         f"http://{os.environ['POD_IP']}:{port}" if os.environ.get("POD_IP") else None)
     identity = args.identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     if advertise:
         identity = f"{identity}@{advertise}"
-    kube = await KubeClient.from_config(kubeconfig=args.kubeconfig)
-    session = create_session(limit=256, limit_per_host=max(args.load_concurrency + 2, 4))
-    vllm = VllmClient(session=session, timeout=args.vllm_timeout, load_timeout=args.load_timeout,
-                      load_concurrency_per_pod=args.load_concurrency,
-                      api_key=_read_secret_file(args.vllm_api_key_file))
-    store_root = Path(args.adapter_store)
-    await asyncio.to_thread(store_root.mkdir, parents=True, exist_ok=True)
-    store = AdapterStore(store_root)
+    router_token = _read_secret_file("--router-token-file", args.router_token_file)
+    kube, vllm, store = await _clients(args, resources)
 
     elector: LeaderElector | None = None
     controller: LoraController
@@ -139,15 +103,90 @@ async def run(args: argparse.Namespace) -> int:
         holder = elector.leader if elector else ""
         return holder.split("@", 1)[1] if "@" in holder else None
 
-    api = RouterApi(controller.view, token=_read_secret_file(args.router_token_file),
-                    is_leader=may_write, leader_url=leader_url, namespaces=args.namespaces)
-    runner = RouterRunner(api.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host or "0.0.0.0", port)
-    await site.start()
+    api = RouterApi(controller.view, token=router_token, is_leader=may_write,
+                    leader_url=leader_url, namespaces=args.namespaces)
+    await _listen(RouterRunner(api.app(), access_log=None, handle_signals=False), host, port,
+                  args.listen, resources)
     log.info("router API listening", listen=args.listen, identity=identity,
              leader_election=args.leader_elect)
+    return _Started(controller, elector)
 
+
+async def _clients(args: argparse.Namespace, resources: contextlib.AsyncExitStack,
+                   ) -> tuple[KubeClient, VllmClient, AdapterStore]:
+    """The API server's client, the vLLM pods' client and the adapter store."""
+    api_key = _read_secret_file("--vllm-api-key-file", args.vllm_api_key_file)
+    kube = await _kube_client(args.kubeconfig)
+    resources.push_async_callback(kube.close)
+    session = create_session(limit=256, limit_per_host=max(args.load_concurrency + 2, 4))
+    resources.push_async_callback(session.close)
+    vllm = VllmClient(session=session, timeout=args.vllm_timeout, load_timeout=args.load_timeout,
+                      load_concurrency_per_pod=args.load_concurrency, api_key=api_key)
+    store_root = Path(args.adapter_store)
+    try:
+        await asyncio.to_thread(store_root.mkdir, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create --adapter-store {store_root}: {exc.strerror}; give a "
+                           f"folder this process may write") from None
+    return kube, vllm, AdapterStore(store_root)
+
+
+def _check_lease_timings(args: argparse.Namespace) -> None:
+    if args.leader_elect and not (
+            args.lease_duration > args.renew_deadline > args.retry_period * JITTER):
+        raise StartupError(
+            f"--lease-duration ({args.lease_duration:g}) must be more than --renew-deadline "
+            f"({args.renew_deadline:g}), itself more than {JITTER:g} x --retry-period "
+            f"({args.retry_period:g}); client-go's defaults are 15, 10 and 2", status=2)
+
+
+async def _kube_client(kubeconfig: str | None) -> KubeClient:
+    """The API server's client, from the kubeconfig (or in the cluster), read, not contacted."""
+    if kubeconfig and not await asyncio.to_thread(Path(kubeconfig).is_file):
+        raise StartupError(f"kubeconfig {kubeconfig} (--kubeconfig, or KUBECONFIG) does not exist; "
+                           f"give the path of a kubeconfig file", status=2)
+    try:
+        return await KubeClient.from_config(kubeconfig=kubeconfig)
+    except Exception as exc:  # the config loader's errors: ConfigException, YAML, file, type
+        if not kubeconfig:
+            raise StartupError(
+                f"no Kubernetes credentials: not running in a cluster ({exc}) and no kubeconfig; "
+                f"give --kubeconfig PATH or set KUBECONFIG", status=2) from None
+        raise StartupError(f"cannot use kubeconfig {kubeconfig}: {exc}; fix it or give another "
+                           f"--kubeconfig", status=2) from None
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, listen: str,
+                  resources: contextlib.AsyncExitStack) -> None:
+    await runner.setup()
+    resources.push_async_callback(runner.cleanup)
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}; stop what holds "
+                           f"that address or give another --listen") from None
+
+
+def _read_secret_file(flag: str, path: str | None) -> str | None:
+    """A credential from a file, registered so that no log line can show it."""
+    if not path:
+        return None
+    try:
+        value = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise StartupError(f"cannot read {flag} {path}: {reason}; give a readable file",
+                           status=2) from None
+    if not value:
+        raise StartupError(f"{flag} {path} is empty; put the secret in it or leave {flag} out",
+                           status=2)
+    register_secret(value)
+    return value
+
+
+async def _serve(started: _Started) -> None:
+    """Reconcile (and campaign for the Lease) until SIGTERM or SIGINT, then stop in order."""
+    controller, elector = started.controller, started.elector
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,11 +206,6 @@ async def run(args: argparse.Namespace) -> int:
                 await elector_task
         if elector is not None:
             await elector.release()
-        await runner.cleanup()
-        await session.close()
-        await kube.close()
-        log.info("stopped")
-    return 0
 
 
 def _memory_report_on_sigusr1(loop: asyncio.AbstractEventLoop) -> None:
