@@ -79,6 +79,11 @@ _S3_REPO = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 _HF_REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 _SOURCE_RULES = _rules(
     (
+        "!self.repository.matches('[[:cntrl:]]')",
+        "repository must not contain control characters (such as a line break or a tab)",
+        ".repository",
+    ),
+    (
         f"self.type != 's3' || self.repository.matches('{_S3_REPO}')",
         "for type s3, repository must be s3://BUCKET or s3://BUCKET/PREFIX "
         "(bucket: 3-63 lowercase letters, digits, '.' or '-')",

@@ -47,6 +47,17 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+# Characters that would break a status, an event or a log line, or hide what text says: C0, DEL,
+# C1, zero-width and direction marks, line/paragraph separators, bidi embeddings and isolates.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def printable(text: str) -> str:
+    """`text` with every unprintable character escaped (\\n, \\x1b, \\u202e): names and paths
+    from a source (S3 keys, folder names) never reach a status or an event raw."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def has_control_characters(value: str) -> bool:
     """True when `value` holds a control character (C0, DEL or C1), such as a line break."""
     return _CONTROL.search(value) is not None
@@ -59,6 +70,7 @@ class SourceError(Exception):
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
 
@@ -138,9 +150,15 @@ PICKLE_WEIGHTS_NOT_ALLOWED = "PickleWeightsNotAllowed"
 
 @dataclass(frozen=True)
 class AdapterError:
-    """One adapter that discovery found (or was asked for) but cannot offer, and why."""
+    """One adapter that discovery found (or was asked for) but cannot offer, and why.
+
+    Its name, message and location are made printable (see `printable`) when it is created."""
 
     name: str
     reason: str
     message: str
     location: str = ""
+
+    def __post_init__(self) -> None:
+        for attr in ("name", "message", "location"):
+            object.__setattr__(self, attr, printable(getattr(self, attr)))

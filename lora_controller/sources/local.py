@@ -28,6 +28,7 @@ from lora_controller.sources.errors import (
     SourceError,
     SourceNotFound,
     SourceUnreachable,
+    printable,
 )
 from lora_controller.sources.model import (
     CONFIG_FILE,
@@ -41,7 +42,12 @@ T = TypeVar("T")
 
 
 def check_local_path(path: str) -> str:
-    """`path` if it is absolute without '.'/'..' segments; InvalidSource otherwise."""
+    """`path` if it is absolute without '.'/'..' segments or control characters (it is sent to
+    vLLM as is); InvalidSource otherwise."""
+    if printable(path) != path:
+        raise InvalidSource(
+            f"local repository '{printable(path)}' must not contain control characters"
+        )
     if not path.startswith("/"):
         raise InvalidSource(f"local repository {path!r} must be an absolute path")
     if any(seg in (".", "..") for seg in path.split("/")):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from lora_controller.sources.adapter_config import parse_adapter_config
+from lora_controller.sources.credentials import SourceCredentials
 from lora_controller.sources.discovery import _inspect, discover
-from lora_controller.sources.errors import InvalidAdapterConfig
+from lora_controller.sources.errors import InvalidAdapterConfig, InvalidSource
+from lora_controller.sources.local import check_local_path
 from lora_controller.sources.model import (
     AdapterFile,
     Candidate,
@@ -17,7 +21,10 @@ from lora_controller.sources.model import (
     SourceOptions,
 )
 from tests.sources.helpers import spec
-from tests.support.adapters import adapter_config, write_adapter
+from tests.sources.hostile_s3 import HostileS3
+from tests.support.adapters import adapter_config, adapter_files, write_adapter
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 
 DEEP = b"[" * 1100 + b"]" * 1100
 HUGE_R = ('{"r": ' + "9" * 5000 + ', "lora_alpha": 16, "target_modules": ["q_proj"]}').encode()
@@ -128,3 +135,44 @@ async def test_only_the_weights_vllm_loads_count_and_pickle_is_opt_in(
                              namespace="ns", credentials=None, options=options)
     assert {a.name: a.weights_bytes for a in allowed.adapters} == {
         "safe": 1000, "both": 1000, "bin-only": 300, "pt-only": 300}
+
+
+# -- control characters never reach vLLM or a status raw ------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/models/a\nb", "/models/\x1b[2Jx", "/m/\u202eevil"])
+def test_a_local_path_with_control_characters_is_refused_and_escaped(path: str) -> None:
+    with pytest.raises(InvalidSource) as info:
+        check_local_path(path)
+    assert not _UNPRINTABLE.search(info.value.message)
+    assert "control character" in info.value.message
+
+
+@pytest.mark.usefixtures("s3_env")
+async def test_s3_key_names_with_control_characters_are_escaped(
+    short_s3: HostileS3, options: SourceOptions
+) -> None:
+    short_s3.put_files("b", "p/ok", adapter_files())
+    short_s3.put_files("b", "p/bad\nname", adapter_files())
+    short_s3.put_files("b", "p/rtl\u202etxt.exe", adapter_files())
+    keys = SourceCredentials(secret_name="aws", aws_access_key_id="AKIAFAKE",
+                             aws_secret_access_key="fake-secret")
+    found = await discover(spec("s3", "s3://b/p", endpoint=short_s3.url, region="us-east-1"),
+                           namespace="ns", credentials=keys, options=options)
+    assert [a.name for a in found.adapters] == ["ok"]
+    assert {e.reason for e in found.errors} == {"InvalidAdapterName"}
+    for e in found.errors:
+        for text in (e.name, e.message, e.location):
+            assert not _UNPRINTABLE.search(text), text
+    assert {e.name for e in found.errors} == {"bad\\nname", "rtl\\u202etxt.exe"}
+    assert any("s3://b/p/bad\\nname" in e.message for e in found.errors)
+
+
+@pytest.fixture
+async def short_s3() -> AsyncIterator[HostileS3]:
+    server = HostileS3()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
