@@ -1,9 +1,11 @@
 """The flags of `lora-controller run`: their types, ranges, defaults and environment variables.
 
 Every flag has a matching environment variable, `LORA_CONTROLLER_<FLAG>` (upper case, `-` as `_`),
-used when the flag is not given. Defaults are strings on purpose: argparse converts a string
-default with the flag's `type`, so a bad environment value is refused like a bad flag. Every
-number has a range, and a value out of it is a usage error: one line, exit status 2.
+used when the flag is not given; the flag wins, also for `--namespace`, whose first use replaces
+the environment's list. `run --help` shows each flag's range, default and variable. Defaults are
+strings on purpose: argparse converts a string default with the flag's `type`, so a bad
+environment value is refused like a bad flag. Every number has a range, and a value out of it is a
+usage error: one line, exit status 2.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Callable
-from typing import NoReturn
+import re
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NoReturn
 
 ENV_PREFIX = "LORA_CONTROLLER_"
 
@@ -26,7 +30,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def _env(name: str, default: str | None = None) -> str | None:
     """The flag's environment variable; an empty value counts as unset."""
-    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_")) or default
+    return os.environ.get(env_name(name)) or default
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -34,36 +42,44 @@ def _env_bool(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def count(low: int, high: int) -> Callable[[str], int]:
+@dataclass(frozen=True)
+class Count:
     """An argparse type: a whole number from `low` to `high`."""
 
-    def parse(text: str) -> int:
+    low: int
+    high: int
+
+    def __call__(self, text: str) -> int:
         try:
             value = int(text.strip())
         except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a whole number from {low} to {high}")
+            value = self.low - 1
+        if not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {self}")
         return value
 
-    return parse
+    def __str__(self) -> str:
+        return f"{self.low} to {self.high}"
 
 
-def seconds(low: float, high: float) -> Callable[[str], float]:
+@dataclass(frozen=True)
+class Seconds:
     """An argparse type: a number of seconds from `low` to `high` (nan and inf refused)."""
 
-    def parse(text: str) -> float:
+    low: float
+    high: float
+
+    def __call__(self, text: str) -> float:
         try:
             value = float(text.strip())
         except ValueError:
             value = math.nan
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a number of seconds from {low:g} to {high:g}")
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from {self}")
         return value
 
-    return parse
+    def __str__(self) -> str:
+        return f"{self.low:g} to {self.high:g}"
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -86,48 +102,102 @@ def listen_address(text: str) -> str:
     return text
 
 
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def namespace_list(text: str) -> list[str]:
+    """An argparse type: one namespace or several, comma-separated."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if not _NAMESPACE.match(n)]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"{(bad or [text])[0]!r} is not a namespace name (lower-case letters, digits and "
+            "'-', at most 63)")
+    return names
+
+
+class ExtendReplacingDefault(argparse.Action):
+    """Like `extend`, except that the first use on the command line replaces the default (the
+    environment's value) instead of adding to it: the flag wins over the environment."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        current = getattr(namespace, self.dest)
+        kept = [] if current is self.default or current is None else list(current)
+        setattr(namespace, self.dest, kept + list(values))
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, text: str, *, default: Any = None,
+          shown: str | None = None, **kwargs: Any) -> None:
+    """Add `flag`, defaulting to its environment variable, else `default`; its help says the range
+    (of a Count or Seconds type), the default (`shown`, else `default`) and the variable."""
+    env = env_name(flag)
+    shown = shown if shown is not None else "none" if default is None else str(default)
+    kind = kwargs.get("type")
+    limits = f"{kind}; " if isinstance(kind, Count | Seconds) else ""
+    if isinstance(kind, Count | Seconds):
+        kwargs.setdefault("metavar", "N" if isinstance(kind, Count) else "SECONDS")
+    if not kwargs.get("action"):
+        default = os.environ.get(env) or default
+    action = parser.add_argument(flag, default=default, **kwargs)
+    action.help = f"{text} ({limits}default: {shown}; env {env})"
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    a = parser.add_argument
-    a("--kubeconfig", default=_env("kubeconfig") or os.environ.get("KUBECONFIG"),
-      help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)")
-    a("--namespace", action="append", dest="namespaces",
-      default=[n for n in (_env("namespace") or "").split(",") if n] or None,
-      help="watch only this namespace (repeatable; default: all namespaces)")
-    a("--adapter-store", default=_env("adapter_store", "/var/lib/lora-adapters"),
-      help="folder where HuggingFace/S3 adapters are staged; the vLLM pods mount it at the same path")
-    a("--listen", type=listen_address, default=_env("listen", "0.0.0.0:8080"),
-      help="HOST:PORT of the router API, /metrics, /healthz and /readyz")
-    a("--leader-elect", action=argparse.BooleanOptionalAction,
-      default=_env_bool("leader_elect", True), help="elect one active replica through a Lease")
-    a("--lease-name", default=_env("lease_name", "lora-controller"))
-    a("--lease-namespace", default=_env("lease_namespace") or os.environ.get("POD_NAMESPACE") or "default")
-    a("--lease-duration", type=seconds(1, 3600), default=_env("lease_duration", "15"),
-      help="seconds a leader's Lease is valid without renewal")
-    a("--renew-deadline", type=seconds(0.5, 3600), default=_env("renew_deadline", "10"),
-      help="seconds the leader keeps trying to renew before it stops acting")
-    a("--retry-period", type=seconds(0.1, 600), default=_env("retry_period", "2"),
-      help="seconds between leader-election attempts")
-    a("--workers", type=count(1, 1024), default=_env("workers", "4"), help="concurrent reconciles")
-    a("--resync", type=seconds(1, 604800), default=_env("resync", "300"),
-      help="seconds between full re-checks of every resource")
-    a("--poll-interval", type=seconds(0.1, 3600), default=_env("poll_interval", "10"),
-      help="seconds between reads of each pod's /v1/models (jittered)")
-    a("--discovery-ttl", type=seconds(0, 604800), default=_env("discovery_ttl", "300"),
-      help="seconds a source listing is reused before it is read again")
-    a("--load-concurrency", type=count(1, 256), default=_env("load_concurrency", "4"),
-      help="concurrent adapter loads per pod")
-    a("--vllm-timeout", type=seconds(0.1, 600), default=_env("vllm_timeout", "10"),
-      help="timeout of vLLM calls other than loads (seconds)")
-    a("--load-timeout", type=seconds(0.1, 3600), default=_env("load_timeout", "120"),
-      help="timeout of one adapter load (seconds)")
-    a("--vllm-api-key-file", default=_env("vllm_api_key_file"),
-      help="file holding the vLLM pods' API key (--api-key), sent as a bearer token")
-    a("--router-token-file", default=_env("router_token_file"),
-      help="file holding a bearer token that router API clients must send")
-    a("--identity", default=_env("identity"),
-      help="leader-election identity (default: hostname and a random suffix)")
-    a("--advertise-url", default=_env("advertise_url"),
-      help="this replica's router API URL, shown to routers by standbys (default from $POD_IP)")
-    a("--log-format", choices=["json", "console"], default=_env("log_format", "console"))
-    a("--log-level", default=_env("log_level", "info"),
-      choices=["debug", "info", "warning", "error"])
+    _cluster_flags(parser)
+    _tuning_flags(parser)
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    f = partial(_flag, parser)
+    f("--kubeconfig", "kubeconfig file of the API server to use",
+      default=os.environ.get("KUBECONFIG"), shown="$KUBECONFIG, else the in-cluster service account",
+      metavar="PATH")
+    f("--namespace", "serve only this namespace; repeatable, or comma-separated; given, it "
+      "replaces the environment's list", dest="namespaces", type=namespace_list,
+      action=ExtendReplacingDefault, default=_env("namespace"), shown="all namespaces",
+      metavar="NS")
+    f("--adapter-store", "folder where HuggingFace/S3 adapters are staged; the vLLM pods mount it "
+      "at the same path", default="/var/lib/lora-adapters", metavar="PATH")
+    f("--listen", "HOST:PORT of the router API, /metrics, /healthz and /readyz",
+      type=listen_address, default="0.0.0.0:8080", metavar="HOST:PORT")
+    f("--leader-elect", "elect one active replica through a Lease",
+      action=argparse.BooleanOptionalAction, default=_env_bool("leader_elect", True), shown="on")
+    f("--lease-name", "name of the coordination.k8s.io Lease the replicas compete for",
+      default="lora-controller", metavar="NAME")
+    f("--lease-namespace", "namespace of that Lease",
+      default=os.environ.get("POD_NAMESPACE") or "default", shown="$POD_NAMESPACE, else default",
+      metavar="NS")
+    f("--lease-duration", "seconds a leader's Lease is valid without renewal",
+      type=Seconds(1, 3600), default="15")
+    f("--renew-deadline", "seconds the leader keeps trying to renew before it stops acting",
+      type=Seconds(0.5, 3600), default="10")
+    f("--retry-period", "seconds between leader-election attempts",
+      type=Seconds(0.1, 600), default="2")
+    f("--identity", "leader-election identity", shown="hostname and a random suffix", metavar="ID")
+    f("--advertise-url", "this replica's router API URL, shown to routers by standbys",
+      shown="http://$POD_IP:PORT when POD_IP is set", metavar="URL")
+
+
+def _tuning_flags(parser: argparse.ArgumentParser) -> None:
+    f = partial(_flag, parser)
+    f("--workers", "namespaces reconciled at once", type=Count(1, 1024), default="4")
+    f("--resync", "seconds between full re-checks of every resource",
+      type=Seconds(1, 604800), default="300")
+    f("--poll-interval", "seconds between reads of each pod's /v1/models, jittered by 20%%",
+      type=Seconds(0.1, 3600), default="10")
+    f("--discovery-ttl", "seconds a source listing is reused before it is read again",
+      type=Seconds(0, 604800), default="300")
+    f("--load-concurrency", "concurrent adapter loads per pod", type=Count(1, 256), default="4")
+    f("--vllm-timeout", "seconds a call to a vLLM pod other than a load may take",
+      type=Seconds(0.1, 600), default="10")
+    f("--load-timeout", "seconds one adapter load may take",
+      type=Seconds(0.1, 3600), default="120")
+    f("--vllm-api-key-file", "file holding the vLLM pods' API key (--api-key), sent as a bearer "
+      "token", metavar="PATH")
+    f("--router-token-file", "file holding a bearer token that router API clients must send",
+      metavar="PATH")
+    f("--log-format", "log lines as JSON or as aligned key=value", choices=["json", "console"],
+      default="console")
+    f("--log-level", "lowest level logged", choices=["debug", "info", "warning", "error"],
+      default="info")
