@@ -1,5 +1,6 @@
 """The router API under generated input: schemathesis against its own OpenAPI document finds no
-server error and no answer that breaks the document; oversized and malformed values get 4xx."""
+server error and no answer that breaks the document; oversized and malformed values get 4xx, and
+requests over the HTTP server's own limits the API's JSON 400."""
 
 from __future__ import annotations
 
@@ -97,3 +98,20 @@ def test_malformed_values_get_4xx_with_a_reason(router: str, path: str) -> None:
         status, body = err.code, err.read()
     assert 400 <= status < 500, (status, body[:300])
     assert json.loads(body)["error"]["reason"]
+
+
+@pytest.mark.parametrize(("path", "headers"), [
+    ("/v1/adapters?baseModel=" + "x" * 20000, {}),
+    ("/v1/adapters", {"X-Big": "a" * 9000}),
+    ("/v1/adapters", {"X-" + "n" * 9000: "1"}),
+])
+def test_requests_over_the_server_limits_get_a_json_400(
+        router: str, path: str, headers: dict[str, str]) -> None:
+    """aiohttp refuses these before any route runs; the answer is still the API's JSON error (and
+    the fixture's teardown finds no traceback in the controller's log)."""
+    request = urllib.request.Request(router + path, headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 400
+    assert refused.value.headers["Content-Type"].startswith("application/json")
+    assert json.loads(refused.value.read())["error"]["reason"] == "RequestTooLarge"
