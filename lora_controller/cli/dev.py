@@ -58,25 +58,25 @@ def add_dev_arguments(parser: argparse.ArgumentParser) -> None:
         "(of --kubeconfig, $KUBECONFIG or ~/.kube/config), write sample adapters for a local LoraAdapter, "
         "print what was created, and run until Ctrl-C, which deletes the Pods. For a control plane without "
         "kubelets (hack/kubeenv) and a controller on the same machine.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    sim.set_defaults(dev_parser=sim)
     sim.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
-    sim.add_argument("--namespace", default="lora-sim", help="namespace of the Pods (created if missing)")
-    sim.add_argument("--count", type=_at_least(1), default=3, help="how many simulated vLLM pods")
-    sim.add_argument("--model", default="tiny-llama", help="the base model the pods serve")
-    sim.add_argument("--prefix", default="sim-vllm", help="Pod names are PREFIX-0, PREFIX-1, ...")
+    sim.add_argument("--namespace", default="lora-sim", help="namespace of the Pods, created if missing (default: %(default)s)")
+    sim.add_argument("--count", type=_at_least(1), default=3, help="how many simulated vLLM pods (default: %(default)s)")
+    sim.add_argument("--model", default="tiny-llama", help="the base model the pods serve (default: %(default)s)")
+    sim.add_argument("--prefix", default="sim-vllm", help="Pod names are PREFIX-0, PREFIX-1, ... (default: %(default)s)")
     sim.add_argument("--adapters-dir", type=Path, default=Path("sim-adapters"),
-                     help="where to write the sample adapters")
-    sim.add_argument("--adapters", type=_at_least(0), default=3, help="how many sample adapters (0: none)")
-    sim.add_argument("--max-loras", type=_at_least(1), default=2, help="vLLM --max-loras of each pod")
-    sim.add_argument("--max-cpu-loras", type=_at_least(1), default=4, help="vLLM --max-cpu-loras of each pod")
-    sim.add_argument("--load-latency-ms", type=_milliseconds, default=0.0, help="simulated time of each adapter load")
+                     help="where to write the sample adapters (default: ./%(default)s)")
+    sim.add_argument("--adapters", type=_at_least(0), default=3, help="how many sample adapters, 0 for none (default: %(default)s)")
+    sim.add_argument("--max-loras", type=_at_least(1), default=2, help="vLLM --max-loras of each pod (default: %(default)s)")
+    sim.add_argument("--max-cpu-loras", type=_at_least(1), default=4, help="vLLM --max-cpu-loras of each pod (default: %(default)s)")
+    sim.add_argument("--load-latency-ms", type=_milliseconds, default=0.0, help="simulated time of each adapter load (default: %(default)s)")
 
 
-def run_dev(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def run_dev(args: argparse.Namespace) -> int:
     """Run `lora-controller dev sim-pods` (the only dev command); the exit status."""
     if args.max_cpu_loras < args.max_loras:
-        parser.error("dev sim-pods: --max-cpu-loras must be at least --max-loras")
+        args.dev_parser.error("--max-cpu-loras must be at least --max-loras")
     try:
         from lora_controller.devenv.sim_pods_command import (
             SimPodsRequest,

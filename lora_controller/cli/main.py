@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "dev":
         from lora_controller.cli.dev import run_dev
 
-        sys.exit(run_dev(parser, args))
+        sys.exit(run_dev(args))
     if args.command == "run":
         from lora_controller.cli.logging import configure_logging
         from lora_controller.cli.run import run
