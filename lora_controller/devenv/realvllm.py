@@ -35,9 +35,10 @@ log = structlog.get_logger(__name__)
 PYTHON_ENV = "LORA_VLLM_PYTHON"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 START_TIMEOUT = 600.0  # seconds; 40-90 s is usual on 2 cores, several servers at once take longer
-# What every server gets: no downloads, no usage reports, a 1 GiB KV cache (the model is tiny).
-BASE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-            "VLLM_CPU_KVCACHE_SPACE": "1"}
+# Every server runs offline (nothing is downloaded, no usage report); ServerConfig adds a 1 GiB KV
+# cache, the smallest VLLM_CPU_KVCACHE_SPACE (the model is tiny).
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+BASE_ENV = {**OFFLINE_ENV, "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 def vllm_python() -> str:
@@ -111,7 +112,7 @@ class RealVllmServer:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [*self.command, *self.args], stdout=out, stderr=subprocess.STDOUT,
-                env={**env, **self.env}, start_new_session=True)
+                env={**env, **OFFLINE_ENV, **self.env}, start_new_session=True)
         log.info("realvllm.start", port=self.port, pid=self.proc.pid)
 
     @property

@@ -25,6 +25,8 @@ import aiohttp
 import pytest
 
 from lora_controller.api.types import API_VERSION
+from lora_controller.devenv.cluster import create_namespace
+from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.devenv.controlplane import ControlPlane
 from lora_controller.devenv.realvllm import (
     RealVllmPods,
@@ -34,10 +36,8 @@ from lora_controller.devenv.realvllm import (
     stop_servers,
 )
 from lora_controller.kube.client import ApiError, KubeClient
-from lora_controller.kube.resources import LORA_ADAPTERS
-from tests.e2e.harness import ControllerProcess
+from lora_controller.kube.resources import LORA_ADAPTERS, NAMESPACES
 from tests.realvllm import lane
-from tests.support.controlplane import kubectl
 from tests.vllm import conformance
 
 JSON = dict[str, Any]
@@ -162,8 +162,8 @@ class Lane:
 async def real_lane(control_plane: ControlPlane, real_servers: list[RealVllmServer],
                     fixtures_root: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lane]:
     namespace = f"rv-{uuid.uuid4().hex[:10]}"
-    kubectl(control_plane, "create", "namespace", namespace)
     kube = await KubeClient.from_config(kubeconfig=str(control_plane.kubeconfig), timeout=10)
+    await create_namespace(kube, namespace)
     pods = RealVllmPods(kube, namespace)
     work = tmp_path_factory.mktemp("realvllm-lane")
     controller = ControllerProcess(control_plane, namespace=namespace, store=work / "store",
@@ -184,5 +184,6 @@ async def real_lane(control_plane: ControlPlane, real_servers: list[RealVllmServ
                     await lane.unload_all(server.url)
                 except (aiohttp.ClientError, AssertionError, TimeoutError):
                     pass  # a server that no longer answers is not reused by anything that cares
+        with contextlib.suppress(ApiError):
+            await kube.delete(NAMESPACES, namespace)
         await kube.close()
-        kubectl(control_plane, "delete", "namespace", namespace, "--wait=false", check=False)

@@ -113,14 +113,19 @@ def setup_for(group: str, setups: dict[str, GroupSetup]) -> GroupSetup:
     return guess
 
 
-def simulator_argv(group: str, *, model_dir: str, directory: Path) -> tuple[list[str], dict[str, str]]:
-    """`lora-vllm-sim` argv and env equivalent to the recording server of `group` (no --host/--port)."""
+def common_env(readme: str) -> dict[str, str]:
+    """The environment common to all groups, from the README (`environment: A=1 B=2` in backquotes)."""
+    found = re.search(r"environment:\s*`([^`]+)`", readme)
+    return dict(re.findall(r"(\w+)=(\S+)", found.group(1))) if found else {}
+
+
+def server_setup(group: str, *, model_dir: str, directory: Path) -> tuple[list[str], dict[str, str]]:
+    """Flags (after the module name, without --host/--port) and environment of `group`'s server."""
     readme = _readme(directory)
     setup = setup_for(group, group_setups(readme))
-    argv: list[str] = []
+    flags: list[str] = []
     skip = 0
-    base = common_argv(readme)
-    for i, item in enumerate(base):
+    for item in common_argv(readme):
         if skip:
             skip -= 1
             continue
@@ -129,13 +134,17 @@ def simulator_argv(group: str, *, model_dir: str, directory: Path) -> tuple[list
         if item in ("--port", "--host"):
             skip = 1
             continue
-        argv.append(item.replace("{MODEL}", model_dir))
-        del i
-    argv += setup.extra_flags
-    env = dict(setup.env)
+        flags.append(item.replace("{MODEL}", model_dir))
+    return [*flags, *setup.extra_flags], {**common_env(readme), **setup.env}
+
+
+def simulator_argv(group: str, *, model_dir: str, directory: Path) -> tuple[list[str], dict[str, str]]:
+    """`lora-vllm-sim` argv and env equivalent to the recording server of `group` (no --host/--port)."""
+    argv, env = server_setup(group, model_dir=model_dir, directory=directory)
     if RUNTIME_ENV not in env:
         argv.append("--no-runtime-lora-updating")  # vLLM's default with the variable unset
-    return argv, env
+    common = common_env(_readme(directory))
+    return argv, {k: v for k, v in env.items() if k not in common}  # the group's own, as before
 
 
 def build_fixtures(directory: Path) -> Path:
@@ -277,35 +286,75 @@ def metrics_lines(text: str) -> list[str]:
     return [re.sub(r"} \S+$", "} " + VOLATILE, line) if line.startswith("vllm:") else line for line in lines]
 
 
-def compare(exchange: dict[str, Any], answer: Answer, *, model_dir: str, root: str) -> list[str]:
-    """Differences between a recorded response and the simulator's, after normalisation (empty = same)."""
+@dataclass(frozen=True)
+class Normal:
+    """An answer after the recordings' normalisation rules: equal forms mean the same answer."""
+
+    status: int
+    content_type: str | None
+    body: Any
+
+    def show(self) -> str:
+        body = self.body if isinstance(self.body, str) else json.dumps(self.body)
+        return f"{self.status} {self.content_type or '-'} {body[:1500]}"
+
+
+def recorded_form(exchange: dict[str, Any]) -> Normal:
+    """The recorded response's normal form."""
     expected = exchange["response"]
-    problems: list[str] = []
-    if answer.status != expected["status"]:
-        problems.append(f"status {answer.status} != {expected['status']}: {answer.text[:300]}")
-    if answer.content_type != expected["content_type"]:
-        problems.append(f"content-type {answer.content_type!r} != {expected['content_type']!r}")
+    if "json" in expected:
+        body: Any = normalise_json(expected["json"], [], recorded=True)
+    elif exchange["request"]["path"].startswith("/metrics"):
+        body = _metrics_form(expected["text"].split("\n") if expected["text"] else [])
+    else:
+        body = expected.get("text", "")
+    return Normal(expected["status"], expected["content_type"], body)
+
+
+def normal_form(exchange: dict[str, Any], answer: Answer, problems: list[str], *, model_dir: str,
+                root: str) -> Normal:
+    """A live answer's normal form, in the shape the recording of `exchange` has; values that only
+    match a pattern (ids, times, fingerprints, token counts) are checked into `problems`."""
+    expected = exchange["response"]
     if "json" in expected:
         try:
             got = json.loads(answer.text)
         except ValueError:
-            return [*problems, f"body is not JSON: {answer.text[:300]!r}"]
-        got_norm = normalise_json(_paths(got, model_dir, root), problems, recorded=False)
-        want_norm = normalise_json(expected["json"], [], recorded=True)
-        if got_norm != want_norm:
-            problems.append(f"json differs:\n  got  {json.dumps(got_norm)}\n  want {json.dumps(want_norm)}")
+            body: Any = f"(not JSON) {answer.text[:300]}"
+        else:
+            body = normalise_json(_paths(got, model_dir, root), problems, recorded=False)
     elif exchange["request"]["path"].startswith("/metrics"):
-        got_lines = metrics_lines(_paths(answer.text, model_dir, root))
-        want_lines = expected["text"].split("\n") if expected["text"] else []
-        if [x for x in got_lines if x.startswith("#")] != [x for x in want_lines if x.startswith("#")] or set(
-            x for x in got_lines if not x.startswith("#")
-        ) != set(x for x in want_lines if not x.startswith("#")):
-            problems.append(f"metrics differ:\n  got  {got_lines}\n  want {want_lines}")
+        body = _metrics_form(metrics_lines(_paths(answer.text, model_dir, root)))
     else:
-        got_text = _paths(answer.text, model_dir, root)
-        if got_text != expected.get("text", ""):
-            problems.append(f"text {got_text!r} != {expected.get('text')!r}")
+        body = _paths(answer.text, model_dir, root)
+    return Normal(answer.status, answer.content_type, body)
+
+
+def _metrics_form(lines: list[str]) -> dict[str, list[str]]:
+    """Rule 4: comment lines in order; series as a set (their number and order depend on timing)."""
+    return {"headers": [x for x in lines if x.startswith("#")],
+            "series": sorted({x for x in lines if not x.startswith("#")})}
+
+
+def differences(got: Normal, want: Normal, *, names: tuple[str, str] = ("got", "want")) -> list[str]:
+    """What differs between two normal forms (empty: the same answer)."""
+    problems = []
+    if got.status != want.status:
+        problems.append(f"status {got.status} != {want.status}")
+    if got.content_type != want.content_type:
+        problems.append(f"content-type {got.content_type!r} != {want.content_type!r}")
+    if got.body != want.body:
+        problems.append("body differs")
+    if problems:
+        problems.append(f"{names[0]}: {got.show()}\n  {names[1]}: {want.show()}")
     return problems
+
+
+def compare(exchange: dict[str, Any], answer: Answer, *, model_dir: str, root: str) -> list[str]:
+    """Differences between a recorded response and a live one, after normalisation (empty = same)."""
+    problems: list[str] = []
+    got = normal_form(exchange, answer, problems, model_dir=model_dir, root=root)
+    return problems + differences(got, recorded_form(exchange))
 
 
 def iter_cases(groups: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
