@@ -28,6 +28,7 @@ from lora_controller.sources.errors import (
     ADAPTER_WEIGHTS_MISSING,
     PICKLE_WEIGHTS_NOT_ALLOWED,
     AdapterError,
+    AdapterWeightsLinked,
     BaseModelMismatch,
     InvalidAdapterConfig,
     NoAdaptersMatch,
@@ -57,6 +58,11 @@ class SourceReader(Protocol):
 
     @property
     def endpoint(self) -> str | None: ...
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What a person should know about the source after `candidates()` (may be empty)."""
+        ...
 
     async def candidates(self) -> list[Candidate]: ...
 
@@ -195,7 +201,7 @@ async def _discover(
     )
     return Discovery(
         adapters=adapters, errors=tuple(sorted(errors, key=lambda e: (e.name, e.reason))),
-        capped=selection.capped, total_found=selection.total_found,
+        capped=selection.capped, total_found=selection.total_found, notes=reader.notes,
     )
 
 
@@ -246,6 +252,7 @@ async def _examine(
     source = spec.adapter_source
     cand = await reader.resolve(cand)
     files = cand.files or ()
+    _check_not_linked(cand)
     problem = _weights_problem(name, cand, files, allow_pickle=source.allow_pickle_weights)
     if problem is not None:
         return problem
@@ -273,6 +280,19 @@ async def _examine(
         revision=cand.revision,
         endpoint=endpoint,
         region=source.region if source.type is SourceType.S3 else None,
+    )
+
+
+def _check_not_linked(cand: Candidate) -> None:
+    """Raise when the config or a weight file vLLM would load is a link or special file: vLLM
+    would follow it, while the controller lists, sizes and reads only regular files."""
+    linked = [n for n in (CONFIG_FILE, *WEIGHT_FILES) if n in cand.skipped]
+    if not linked:
+        return
+    error = InvalidAdapterConfig if linked[0] == CONFIG_FILE else AdapterWeightsLinked
+    raise error(
+        f"{cand.location}/{linked[0]} is a symbolic link or special file: links are not followed "
+        f"in a local source; put the file itself there"
     )
 
 

@@ -120,6 +120,12 @@ class InvalidAdapterConfig(SourceError):
     reason = "InvalidAdapterConfig"
 
 
+class AdapterWeightsLinked(SourceError):
+    """A weight file is a link or special file: as good as missing (per adapter only)."""
+
+    reason = "AdapterWeightsMissing"
+
+
 class BaseModelMismatch(SourceError):
     """An adapter was trained for another base model than spec.baseModel."""
 

@@ -96,6 +96,8 @@ def _is_network(exc: BaseException) -> bool:
 class HuggingFaceSource:
     """One `org/repo` or `org` on one hub endpoint, read with one (optional) token."""
 
+    notes: tuple[str, ...] = ()
+
     def __init__(
         self,
         repository: str,

@@ -6,7 +6,9 @@ vLLM is told the folder itself. The version is a digest of the files' sizes and 
 
 The folder is walked with `os.scandir` and no link is followed: only real folders are entered and
 only regular files are listed (sizes from `lstat`), so a link can neither pull files from elsewhere
-into an adapter nor make its measured size lie. Configs are read with the bounded, non-blocking,
+into an adapter nor make its measured size lie. What is skipped is not silent: the links and
+special files are named in `notes` (the discovery's note), and an adapter whose config or weight
+file is one of them fails, saying so. Configs are read with the bounded, non-blocking,
 no-link reads of `bounded`.
 """
 
@@ -63,6 +65,7 @@ class LocalSource:
     def __init__(self, repository: str, *, options: SourceOptions) -> None:
         self.root = check_local_path(repository)
         self._options = options
+        self.notes: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"LocalSource({self.root!r})"
@@ -85,7 +88,7 @@ class LocalSource:
             raise SourceUnreachable(f"{what}: {exc.strerror or type(exc).__name__}") from None
 
     async def candidates(self) -> list[Candidate]:
-        def scan() -> dict[str, list[AdapterFile]]:
+        def scan() -> tuple[dict[str, list[AdapterFile]], dict[str, list[str]]]:
             if not os.path.isdir(self.root):
                 if os.path.exists(self.root):
                     raise InvalidSource(f"local repository {self.root!r} is not a folder")
@@ -97,17 +100,19 @@ class LocalSource:
                 raise AccessDenied(f"local folder {self.root!r} is not readable by the controller")
             return walk(self.root)
 
-        folders = await self._call(scan, what=f"local folder {self.root!r}")
+        folders, skipped = await self._call(scan, what=f"local folder {self.root!r}")
+        self.notes = _skipped_note(self.root, skipped)
         root_name = posixpath.basename(self.root)
         out = []
-        for folder, files in sorted(folders.items()):
-            if not any(f.path == CONFIG_FILE for f in files):
+        for folder in sorted(set(folders) | set(skipped)):
+            files, links = folders.get(folder, []), skipped.get(folder, [])
+            if not any(f.path == CONFIG_FILE for f in files) and CONFIG_FILE not in links:
                 continue
             location = posixpath.join(self.root, folder) if folder else self.root
             out.append(Candidate(
                 segments=tuple(folder.split("/")) if folder else (),
                 root_name=root_name, repository=self.root, location=location,
-                files=tuple(sorted(files, key=lambda f: f.path)),
+                files=tuple(sorted(files, key=lambda f: f.path)), skipped=tuple(sorted(links)),
             ))
         return out
 
@@ -131,9 +136,11 @@ class LocalSource:
         return None
 
 
-def walk(root: str) -> dict[str, list[AdapterFile]]:
-    """Regular files under `root` by folder (relative, '' for the root); no link is followed."""
+def walk(root: str) -> tuple[dict[str, list[AdapterFile]], dict[str, list[str]]]:
+    """Regular files under `root` by folder (relative, '' for the root), and the names of the
+    links and special files skipped, by folder; no link is followed."""
     folders: dict[str, list[AdapterFile]] = {}
+    skipped: dict[str, list[str]] = {}
     pending = [""]
     while pending:
         rel = pending.pop()
@@ -152,4 +159,19 @@ def walk(root: str) -> dict[str, list[AdapterFile]]:
                 folders.setdefault(rel, []).append(AdapterFile(
                     path=entry.name, size=info.st_size, mtime_ns=int(info.st_mtime * 1e9),
                 ))
-    return folders
+            else:
+                skipped.setdefault(rel, []).append(entry.name)
+    return folders, skipped
+
+
+def _skipped_note(root: str, skipped: dict[str, list[str]], *, shown: int = 10) -> tuple[str, ...]:
+    """The discovery note naming the links and special files skipped under `root`, if any."""
+    paths = sorted(posixpath.join(folder, name) if folder else name
+                   for folder, names in skipped.items() for name in names)
+    if not paths:
+        return ()
+    listed = ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown
+                                         else "")
+    return (printable(
+        f"{len(paths)} symbolic link(s) or special file(s) under {root} were skipped (links are "
+        f"not followed in a local source; put the files themselves there): {listed}"),)

@@ -96,12 +96,16 @@ class DiscoveredAdapter:
 
 @dataclass(frozen=True)
 class Discovery:
-    """What one discovery run found: the adapters to serve and the per-adapter problems."""
+    """What one discovery run found: the adapters to serve and the per-adapter problems.
+
+    `notes` are sentences about the source as a whole that a person should see in the status
+    though nothing failed (e.g. the symbolic links a local source skipped)."""
 
     adapters: tuple[DiscoveredAdapter, ...]
     errors: tuple[AdapterError, ...] = ()
     capped: bool = False
     total_found: int = 0
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class Candidate:
     location: str
     files: tuple[AdapterFile, ...] | None = None
     revision: str | None = None
+    skipped: tuple[str, ...] = ()  # entries of the folder that are links or special files
 
     @property
     def subfolder(self) -> str:

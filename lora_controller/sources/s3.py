@@ -54,6 +54,8 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 class S3Source:
     """One s3://bucket/prefix read with one set of credentials (or the default chain)."""
 
+    notes: tuple[str, ...] = ()
+
     def __init__(
         self,
         repository: str,

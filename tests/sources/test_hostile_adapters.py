@@ -176,3 +176,40 @@ async def short_s3() -> AsyncIterator[HostileS3]:
         yield server
     finally:
         await server.stop()
+
+
+# -- links in a local source are reported, never followed ------------------------------------------
+
+
+async def test_links_in_a_local_source_are_reported_not_followed(
+    tmp_path: Path, options: SourceOptions
+) -> None:
+    root, outside = tmp_path / "vol", tmp_path / "outside"
+    write_adapter(outside / "elsewhere")
+    write_adapter(root / "plain")
+    (root / "plain" / "notes.md").symlink_to(outside / "elsewhere" / "adapter_config.json")
+    write_adapter(root / "linked-config")
+    (root / "linked-config" / "adapter_config.json").unlink()
+    (root / "linked-config" / "adapter_config.json").symlink_to(
+        outside / "elsewhere" / "adapter_config.json")
+    write_adapter(root / "linked-weights")
+    (root / "linked-weights" / "adapter_model.safetensors").unlink()
+    (root / "linked-weights" / "adapter_model.safetensors").symlink_to(
+        outside / "elsewhere" / "adapter_model.safetensors")
+    (root / "linked-dir").symlink_to(outside / "elsewhere", target_is_directory=True)
+    found = await discover(spec("local", str(root)), namespace="ns", credentials=None,
+                           options=options)
+    assert [a.name for a in found.adapters] == ["plain"]
+    errors = {e.name: (e.reason, e.message) for e in found.errors}
+    assert errors["linked-config"][0] == "InvalidAdapterConfig"
+    assert errors["linked-weights"][0] == "AdapterWeightsMissing"
+    assert all("symbolic link" in m for _, m in errors.values())
+    assert "linked-dir" not in errors  # a linked folder is never entered ...
+    [note] = found.notes  # ... but every link is named in the discovery's note
+    for name in ("plain/notes.md", "linked-dir", "linked-config/adapter_config.json",
+                 "linked-weights/adapter_model.safetensors"):
+        assert name in note
+    assert "not followed" in note
+    clean = await discover(spec("local", str(outside)), namespace="ns", credentials=None,
+                           options=options)
+    assert clean.notes == ()
