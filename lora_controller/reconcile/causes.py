@@ -48,9 +48,3 @@ def pod_seen(before: TargetPod | None, after: TargetPod) -> PodEffect:
     """A pod was added or updated; `before` is what the controller knew of it."""
     return PodEffect(enqueue=before is None or before != after,
                      follow=bool(after.served_models) and after.lora_enabled)
-
-
-def pod_gone(*, still_watched: bool) -> bool:
-    """A pod left a watch; it is gone unless the namespace's current watch still holds it (the
-    event came from a watch being replaced after a selector change)."""
-    return not still_watched

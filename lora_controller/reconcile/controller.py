@@ -28,8 +28,9 @@ from lora_controller.kube.informer import InformerFactory
 from lora_controller.kube.resources import LORA_ADAPTERS
 from lora_controller.kube.runner import Controller, Result
 from lora_controller.kube.status import StatusWriter
+from lora_controller.reconcile.actuator import Actuator
 from lora_controller.reconcile.cache import ClusterCache
-from lora_controller.reconcile.causes import cr_update_matters, namespace_of, pod_gone, pod_seen
+from lora_controller.reconcile.causes import cr_update_matters, namespace_of, pod_seen
 from lora_controller.reconcile.discovering import DiscoveryCache
 from lora_controller.reconcile.executing import Executor
 from lora_controller.reconcile.lazy import LazyLoads
@@ -57,6 +58,8 @@ class ControllerConfig:
     discovery_ttl: float = 300.0
     identity: str = "lora-controller"
     requeue_pending: float = 2.0
+    action_wait: float = 10.0  # a reconcile waits this long for its loads (they go on after)
+    shutdown_grace: float = 20.0  # loads in flight at shutdown get this long, then are cancelled
 
 
 class LoraController:
@@ -76,8 +79,9 @@ class LoraController:
         self.watches = NamespaceWatches(self.factory, on_pod=self._on_pod,
                                         on_pod_gone=self._on_pod_gone, on_secret=self._on_object)
         self.events = EventRecorder(kube, instance=config.identity, clock=clock)
+        self.actuator = Actuator(Executor(vllm), on_done=self.runner.enqueue)
         leader = LeaderWriter(kube, status=StatusWriter(kube, LORA_ADAPTERS, clock=clock),
-                              events=self.events, store=store, executor=Executor(vllm),
+                              events=self.events, store=store, actuator=self.actuator,
                               leading=is_leader)
         self.lazy = LazyLoads(self.runner.enqueue)
         self.reconciler = NamespaceReconciler(
@@ -86,7 +90,7 @@ class LoraController:
                                      options=source_options, clock=clock),
             store=store, writers=Writers(leader, is_leader=is_leader), lazy=self.lazy,
             clock=clock, timing=Timing(requeue_pending=config.requeue_pending,
-                                       resync=config.resync))
+                                       resync=config.resync, action_wait=config.action_wait))
         self.view = ControllerView(cache=self.cache, observer=self.observer,
                                    states=self.reconciler.states, lazy=self.lazy,
                                    namespaces=config.namespaces)
@@ -107,7 +111,8 @@ class LoraController:
         self.runner.start()
 
     async def stop(self) -> None:
-        await self.runner.stop(drain=True, timeout=60)
+        await self.runner.stop(drain=True, timeout=self.config.shutdown_grace)
+        await self.actuator.stop(grace=self.config.shutdown_grace)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -158,8 +163,6 @@ class LoraController:
 
     def _on_pod_gone(self, obj: JSON) -> None:
         pod = target_pod(obj)
-        if not pod_gone(still_watched=self.watches.holds_pod(pod.namespace, pod.name)):
-            return
         self.cache.drop_pod(pod.ref)
         self.observer.untrack(pod.ref)
         if pod.endpoint is not None:

@@ -26,12 +26,15 @@ from typing import Protocol
 from lora_controller.api.types import LoraAdapter
 from lora_controller.core.clock import Clock
 from lora_controller.kube.runner import Result
+from lora_controller.reconcile.confirming import confirm
 from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState, discover_all
+from lora_controller.reconcile.executing import Outcome
 from lora_controller.reconcile.finalizing import collect_store, ensure_finalizers, finish_deletions
 from lora_controller.reconcile.lazy import LazyLoads, Verdict
+from lora_controller.reconcile.ledger import Ledger, after_round, read_ledger
 from lora_controller.reconcile.metrics import DRIFT_CORRECTIONS, observe_phases, observe_pod_usage
 from lora_controller.reconcile.placement import current_placement, desired_adapters, place
-from lora_controller.reconcile.planning import Load, Plan, plan
+from lora_controller.reconcile.planning import Load, Plan, bounded, plan
 from lora_controller.reconcile.refs import CrRef
 from lora_controller.reconcile.reporting import Reporter, Round, record_confirmations
 from lora_controller.reconcile.snapshot import (
@@ -65,6 +68,7 @@ class Watches(Protocol):
 class Timing:
     requeue_pending: float = 2.0  # while loads are in flight
     resync: float = 300.0  # when nothing is pending
+    action_wait: float = 10.0  # a reconcile waits this long for its loads, then moves on
 
 
 class NamespaceReconciler:
@@ -95,9 +99,17 @@ class NamespaceReconciler:
         r = await self._decide(writer, state, snapshot)
         r, waiting = await self._execute(writer, state, r)
         pending = await self._report(writer, state, r)
+        await self._record_ownership(writer, state, r)
         await finish_deletions(writer, r.snapshot, r.own, self.discovery)
         await collect_store(writer, namespace, r.selection.wanted, r.snapshot)
         return self._next(state, r, waiting=waiting, pending=pending)
+
+    @staticmethod
+    async def _record_ownership(writer: Writer, state: NamespaceState, r: Round) -> None:
+        ledger = after_round(state.ledger or Ledger(), r.snapshot, r.own)
+        if writer.acts and ledger != state.ledger:
+            await writer.save_ledger(r.snapshot.namespace, ledger)
+            state.ledger = ledger
 
     async def _discover(self, writer: Writer,
                         snapshot: NamespaceSnapshot) -> dict[CrRef, DiscoveryState]:
@@ -118,8 +130,12 @@ class NamespaceReconciler:
         discoveries = await self._discover(writer, snapshot)
         selection = select(snapshot.live, {ref: d.discovery for ref, d in discoveries.items()},
                            snapshot.pods, self._store_path)
+        if state.ledger is None or (writer.acts and not state.ledger_read_acting):
+            state.ledger = await read_ledger(self.store.root, snapshot.namespace)
+            state.ledger_read_acting = writer.acts
         own = ownership(snapshot.crs, store_root=str(self.store.root),
-                        namespace=snapshot.namespace, wanted=list(selection.wanted.values()))
+                        namespace=snapshot.namespace, wanted=list(selection.wanted.values()),
+                        ledger=state.ledger.entries)
         current = current_placement(snapshot, own, selection.wanted, state.schedule)
         schedule = place(state, snapshot, selection.wanted, current)
         state.selection, state.by_name = selection, selection.by_name()
@@ -139,17 +155,33 @@ class NamespaceReconciler:
 
     async def _execute(self, writer: Writer, state: NamespaceState,
                        r: Round) -> tuple[Round, int]:
-        """Run what may run now (the rest waits for its backoff), then read the touched pods."""
-        runnable, waiting = state.backoff.split(r.plan.actions, self.clock.monotonic())
-        r = replace(r, plan=Plan(runnable, r.plan.conflicts))
-        if not runnable or not writer.acts:
+        """Run what may run now: not what is in flight, not what backs off, at most
+        `MAX_ACTIONS_PER_POD` per pod; then confirm it on the pods. Returns how many wait."""
+        in_flight = writer.in_flight(r.snapshot.namespace)
+        actions = [a for a in r.plan.actions if (a.pod.name, a.name) not in in_flight]
+        allowed = bounded(actions)
+        runnable, waiting = state.backoff.split(allowed, self.clock.monotonic())
+        waiting += len(actions) - len(allowed)
+        r = replace(r, plan=Plan(runnable, r.plan.conflicts), in_flight=in_flight)
+        earlier = writer.collect(r.snapshot.namespace)
+        if not earlier and not (runnable and writer.acts):
             return r, waiting
-        await self.reporter.statuses(writer, state, replace(r, executing=True), self.clock.now())
-        for action in r.plan.loads:
-            if (action.pod.name, action.name) in state.loaded_once and not action.inplace:
-                DRIFT_CORRECTIONS.inc()
+        if runnable:
+            await self.reporter.statuses(writer, state, replace(r, executing=True),
+                                         self.clock.now())
+            for action in r.plan.loads:
+                if (action.pod.name, action.name) in state.loaded_once and not action.inplace:
+                    DRIFT_CORRECTIONS.inc()
         endpoints = {p.ref: p.endpoint for p in r.snapshot.pods if p.endpoint is not None}
-        outcomes = await writer.execute(runnable, endpoints)
+        outcomes = earlier + await writer.execute(runnable, endpoints,
+                                                  wait=self.timing.action_wait)
+        snapshot, outcomes = await confirm(self.observer, r.snapshot, outcomes)
+        self._learn(state, outcomes)
+        return replace(r, snapshot=snapshot, outcomes=tuple(outcomes),
+                       in_flight=writer.in_flight(r.snapshot.namespace)), waiting
+
+    def _learn(self, state: NamespaceState, outcomes: Sequence[Outcome]) -> None:
+        """Failures back off and are remembered for status; successes clear both."""
         state.backoff.record(outcomes, self.clock.monotonic())
         for o in outcomes:
             key = (o.action.pod.name, o.action.name)
@@ -158,10 +190,6 @@ class NamespaceReconciler:
             else:
                 verb = "load" if isinstance(o.action, Load) else "unload"
                 state.last_errors[key] = f"{verb} on pod {o.action.pod.name} failed: {o.message}"
-        touched = sorted({o.action.pod for o in outcomes})
-        await asyncio.gather(*(self.observer.probe(p) for p in touched))
-        return replace(r, snapshot=r.snapshot.with_reports(self.observer, touched),
-                       outcomes=tuple(outcomes)), waiting
 
     async def _report(self, writer: Writer, state: NamespaceState, r: Round) -> bool:
         """Statuses, Events and metrics; answer lazy-load requests. True: work is pending."""
@@ -175,7 +203,7 @@ class NamespaceReconciler:
         return pending
 
     def _next(self, state: NamespaceState, r: Round, *, waiting: int, pending: bool) -> Result:
-        if waiting or any(not o.ok for o in r.outcomes):
+        if waiting or r.in_flight or any(not o.ok for o in r.outcomes):
             next_try = state.backoff.next_in(self.clock.monotonic())
             return Result(requeue_after=max(0.05, next_try or self.timing.requeue_pending))
         if pending or self.lazy.pending(r.snapshot.namespace):

@@ -14,7 +14,7 @@ Planning again after every action succeeded yields no action.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lora_controller.reconcile.refs import CrRef, PodRef
@@ -118,6 +118,22 @@ def plan(
             if owner is not None:
                 actions.append(Unload(pod, name, owner))
     return Plan(tuple(actions), tuple(conflicts))
+
+
+MAX_ACTIONS_PER_POD = 64
+"""Actions sent to one pod in one round; the rest wait for the next (a pod that lists thousands of
+adapters to unload must not take a reconcile hostage)."""
+
+
+def bounded(actions: Sequence[Action], per_pod: int = MAX_ACTIONS_PER_POD) -> list[Action]:
+    """At most `per_pod` actions per pod, unloads first (they free room), in plan order."""
+    taken: dict[PodRef, int] = {}
+    out: list[Action] = []
+    for action in sorted(actions, key=lambda a: not isinstance(a, Unload)):
+        if taken.get(action.pod, 0) < per_pod:
+            taken[action.pod] = taken.get(action.pod, 0) + 1
+            out.append(action)
+    return out
 
 
 def apply_actions(

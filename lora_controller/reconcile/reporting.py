@@ -47,6 +47,7 @@ class Round:
     own: Ownership
     outcomes: Sequence[Outcome] = ()
     executing: bool = False  # the plan's actions are running now
+    in_flight: frozenset[tuple[str, str]] = frozenset()  # (pod, adapter) still running
 
     @cached_property
     def planned_loads(self) -> frozenset[tuple[str, str]]:
@@ -116,7 +117,8 @@ def adapter_report(w: Wanted, r: Round, state: NamespaceState) -> AdapterReport:
                         f"priority {evicted.by_priority}")
     if w.key in r.stage_errors:
         failures.append(r.stage_errors[w.key])
-    in_flight = r.executing and any((p, w.adapter.name) in r.planned_loads for p in placed)
+    in_flight = any((p, w.adapter.name) in r.in_flight
+                    or (r.executing and (p, w.adapter.name) in r.planned_loads) for p in placed)
     return AdapterReport(name=w.adapter.name, desired_pods=placed,
                          wanted_replicas=len(placed) + (short.missing if short else 0),
                          confirmed_pods=confirmed, failures=sorted(set(failures)), lazy=w.lazy,

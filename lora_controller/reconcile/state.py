@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lora_controller.reconcile.backoff import Backoff
+from lora_controller.reconcile.ledger import Ledger
 from lora_controller.reconcile.refs import CrRef
 from lora_controller.reconcile.status import AdapterReport
 from lora_controller.reconcile.wanting import Selection
@@ -29,6 +30,8 @@ class NamespaceState:
     loaded_once: set[tuple[str, str]] = field(default_factory=set)  # (pod, adapter) seen confirmed
     preempted: dict[AdapterKey, Preemption] = field(default_factory=dict)  # victim -> eviction
     backoff: Backoff = field(default_factory=Backoff)
+    ledger: Ledger | None = None  # None: not read yet
+    ledger_read_acting: bool = False  # read while this replica led (a new leader reads it again)
 
     def forget_pods(self, alive: set[str]) -> None:
         """Forget what concerned pods that are gone (bounded memory under pod churn)."""

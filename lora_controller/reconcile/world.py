@@ -6,9 +6,11 @@ namespace at once; the scheduler knows pods by name. This module builds the sche
 the resources, their discoveries, the pods and what the pods report, and decides which adapters
 on a pod are ours:
 
-- an adapter is **ours** (managed) when its `root` lies under the adapter store, or under the
-  local repository of one of the namespace's resources, or when a resource's status records it on
-  that pod; the owner is the resource that declares that name (or recorded it);
+- an adapter is **ours** (managed) when the ownership ledger records it on that pod with that root
+  (ledger.py: whatever this controller loaded, across restarts), or its `root` lies under the
+  adapter store, or under the local repository of one of the namespace's resources, or a
+  resource's status records it on that pod; the owner is the resource recorded, or the one that
+  declares that name;
 - everything else on a pod is **foreign** (`--lora-modules`, loaded by hand): it takes a slot and
   is never moved, reloaded or unloaded.
 
@@ -72,6 +74,8 @@ class Ownership:
     local_roots: dict[str, str] = field(default_factory=dict)  # cr name -> local repository
     names: dict[str, CrRef] = field(default_factory=dict)  # adapter name -> owning resource
     recorded: dict[tuple[str, str], CrRef] = field(default_factory=dict)  # (pod name, adapter)
+    ledger: Mapping[tuple[str, str], tuple[str | None, str]] = field(default_factory=dict)
+    """The ownership ledger's entries (ledger.py): (pod name, adapter) -> (root, resource name)."""
 
     @property
     def unknown(self) -> CrRef:
@@ -79,6 +83,9 @@ class Ownership:
         return CrRef(self.namespace, "")
 
     def owner(self, pod: PodRef, name: str, root: str | None) -> CrRef | None:
+        entry = self.ledger.get((pod.name, name))
+        if entry is not None and entry[0] == root:
+            return CrRef(self.namespace, entry[1])
         recorded = self.recorded.get((pod.name, name))
         if recorded is not None:
             return recorded
@@ -94,8 +101,9 @@ class Ownership:
 
 
 def ownership(crs: Sequence[LoraAdapter], *, store_root: str, namespace: str,
-              wanted: Sequence[Wanted]) -> Ownership:
-    own = Ownership(store_root=store_root, namespace=namespace)
+              wanted: Sequence[Wanted],
+              ledger: Mapping[tuple[str, str], tuple[str | None, str]] | None = None) -> Ownership:
+    own = Ownership(store_root=store_root, namespace=namespace, ledger=ledger or {})
     for cr in crs:
         src = cr.spec.adapter_source
         if src.type is SourceType.LOCAL:

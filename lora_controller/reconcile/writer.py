@@ -21,7 +21,9 @@ from lora_controller.kube.client import JSON_PATCH, ApiError, KubeClient
 from lora_controller.kube.events import EventRecorder
 from lora_controller.kube.resources import LORA_ADAPTERS
 from lora_controller.kube.status import StatusWriter
-from lora_controller.reconcile.executing import Executor, Outcome
+from lora_controller.reconcile.actuator import Actuator
+from lora_controller.reconcile.executing import Outcome
+from lora_controller.reconcile.ledger import Ledger, write_ledger
 from lora_controller.reconcile.planning import Action
 from lora_controller.reconcile.refs import CrRef, PodRef
 from lora_controller.reconcile.world import Wanted
@@ -51,10 +53,19 @@ class Writer(Protocol):
     async def stage(self, w: Wanted, credentials: SourceCredentials | None) -> None:
         """Put an adapter's files into the adapter store (raises SourceError)."""
 
-    async def execute(self, actions: Sequence[Action],
-                      endpoints: Mapping[PodRef, Endpoint]) -> list[Outcome]: ...
+    async def execute(self, actions: Sequence[Action], endpoints: Mapping[PodRef, Endpoint], *,
+                      wait: float) -> list[Outcome]:
+        """Start the actions; the outcomes of those that finish within `wait` seconds."""
+
+    def collect(self, namespace: str) -> list[Outcome]:
+        """Outcomes of earlier actions that finished after their reconcile moved on."""
+
+    def in_flight(self, namespace: str) -> frozenset[tuple[str, str]]:
+        """(pod name, adapter) of the namespace's actions still running."""
 
     async def gc_store(self, namespace: str, keep: set[Path]) -> None: ...
+
+    async def save_ledger(self, namespace: str, ledger: Ledger) -> None: ...
 
 
 class StandbyWriter:
@@ -78,11 +89,20 @@ class StandbyWriter:
     async def stage(self, w: Wanted, credentials: SourceCredentials | None) -> None:
         return None
 
-    async def execute(self, actions: Sequence[Action],
-                      endpoints: Mapping[PodRef, Endpoint]) -> list[Outcome]:
+    async def execute(self, actions: Sequence[Action], endpoints: Mapping[PodRef, Endpoint], *,
+                      wait: float) -> list[Outcome]:
         return []
 
+    def collect(self, namespace: str) -> list[Outcome]:
+        return []
+
+    def in_flight(self, namespace: str) -> frozenset[tuple[str, str]]:
+        return frozenset()
+
     async def gc_store(self, namespace: str, keep: set[Path]) -> None:
+        return None
+
+    async def save_ledger(self, namespace: str, ledger: Ledger) -> None:
         return None
 
 
@@ -105,13 +125,13 @@ class LeaderWriter:
     acts = True
 
     def __init__(self, kube: KubeClient, *, status: StatusWriter, events: EventRecorder,
-                 store: AdapterStore, executor: Executor,
+                 store: AdapterStore, actuator: Actuator,
                  leading: Callable[[], bool] = lambda: True) -> None:
         self.kube = kube
         self.status = status
         self.events = events
         self.store = store
-        self.executor = executor
+        self.actuator = actuator
         self.leading = leading
 
     async def _patch_finalizers(self, cr: LoraAdapter, patch: list[dict[str, Any]]) -> bool:
@@ -155,9 +175,15 @@ class LeaderWriter:
             await self.store.stage(w.adapter, namespace=w.cr.metadata.namespace,
                                    cr=w.cr.metadata.name, credentials=credentials)
 
-    async def execute(self, actions: Sequence[Action],
-                      endpoints: Mapping[PodRef, Endpoint]) -> list[Outcome]:
-        return await self.executor.execute(actions, endpoints, proceed=self.leading)
+    async def execute(self, actions: Sequence[Action], endpoints: Mapping[PodRef, Endpoint], *,
+                      wait: float) -> list[Outcome]:
+        return await self.actuator.run(actions, endpoints, proceed=self.leading, wait=wait)
+
+    def collect(self, namespace: str) -> list[Outcome]:
+        return self.actuator.collect(namespace)
+
+    def in_flight(self, namespace: str) -> frozenset[tuple[str, str]]:
+        return self.actuator.in_flight(namespace)
 
     async def gc_store(self, namespace: str, keep: set[Path]) -> None:
         if not self.leading():
@@ -166,6 +192,10 @@ class LeaderWriter:
             await self.store.gc(keep=keep, namespace=namespace)
         except (OSError, SourceError) as exc:
             log.debug("adapter store gc failed", error=str(exc)[:200])
+
+    async def save_ledger(self, namespace: str, ledger: Ledger) -> None:
+        if self.leading():
+            await write_ledger(self.store.root, namespace, ledger)
 
 
 class Writers:

@@ -17,10 +17,12 @@ from typing import Any
 from lora_controller.api.types import API_VERSION, FINALIZER, LoraAdapter, LoraAdapterStatus
 from lora_controller.core.clock import FakeClock
 from lora_controller.kube.store import Store
+from lora_controller.reconcile.actuator import Actuator
 from lora_controller.reconcile.cache import ClusterCache
 from lora_controller.reconcile.discovering import DiscoveryCache
 from lora_controller.reconcile.executing import Executor, Outcome
 from lora_controller.reconcile.lazy import LazyLoads
+from lora_controller.reconcile.ledger import Ledger, write_ledger
 from lora_controller.reconcile.observing import Observer
 from lora_controller.reconcile.pipeline import NamespaceReconciler
 from lora_controller.reconcile.planning import Action
@@ -66,7 +68,7 @@ class RecordingWriter:
     loads, unloads and staging are real."""
 
     feed: Feed
-    executor: Executor
+    actuator: Actuator
     store: AdapterStore
     acts: bool = True
     statuses: list[tuple[str, LoraAdapterStatus]] = field(default_factory=list)
@@ -109,13 +111,22 @@ class RecordingWriter:
         await self.store.stage(w.adapter, namespace=w.cr.metadata.namespace,
                                cr=w.cr.metadata.name, credentials=credentials)
 
-    async def execute(self, actions: Sequence[Action],
-                      endpoints: Mapping[PodRef, Endpoint]) -> list[Outcome]:
+    async def execute(self, actions: Sequence[Action], endpoints: Mapping[PodRef, Endpoint], *,
+                      wait: float) -> list[Outcome]:
         self.executed.extend(actions)
-        return await self.executor.execute(actions, endpoints)
+        return await self.actuator.run(actions, endpoints, proceed=lambda: True, wait=wait)
+
+    def collect(self, namespace: str) -> list[Outcome]:
+        return self.actuator.collect(namespace)
+
+    def in_flight(self, namespace: str) -> frozenset[tuple[str, str]]:
+        return self.actuator.in_flight(namespace)
 
     async def gc_store(self, namespace: str, keep: set[Path]) -> None:
         await self.store.gc(keep=keep, namespace=namespace)
+
+    async def save_ledger(self, namespace: str, ledger: Ledger) -> None:
+        await write_ledger(self.store.root, namespace, ledger)
 
     def last_status(self, cr: str) -> LoraAdapterStatus:
         return [s for name, s in self.statuses if name == cr][-1]
@@ -168,8 +179,9 @@ class World:
         self.cache.cr_informers.append(self.feed)  # type: ignore[arg-type]
         self.observer = Observer(self.client, clock=self.clock)
         self.store = AdapterStore(self.store_root)
-        self.writer = RecordingWriter(self.feed, Executor(self.client), self.store)
         self.lazy = LazyLoads(self.enqueued.append)
+        self.writer = RecordingWriter(
+            self.feed, Actuator(Executor(self.client), on_done=self.enqueued.append), self.store)
         self.reconciler = NamespaceReconciler(
             cache=self.cache, watches=Watches(), observer=self.observer,
             discovery=DiscoveryCache(secrets=lambda _ns, _name: None, clock=self.clock),
@@ -184,6 +196,12 @@ class World:
         self.cache.put_pod(pod)
         self.observer.track(pod)
         return sim
+
+    def add_endpoint(self, name: str, port: int, **kwargs: Any) -> None:
+        """A pod served by something else than the simulator (a hostile pod, say)."""
+        pod = target_pod(pod_object(self.namespace, name, port, **kwargs))
+        self.cache.put_pod(pod)
+        self.observer.track(pod)
 
     def apply(self, obj: JSON) -> None:
         self.feed.store.upsert(obj)

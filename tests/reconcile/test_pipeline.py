@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -167,3 +168,99 @@ async def test_lazy_requests_share_one_load_and_a_deleted_resource_loads_nothing
     await world.reconcile()
     assert "no longer wanted" in (await late or "")
     assert "y" not in world.loaded("p1"), "nothing is loaded for a resource being deleted"
+
+
+async def test_a_pod_that_accepts_loads_it_never_lists_is_backed_off_with_a_reason(
+        world: World, tmp_path: Path) -> None:
+    from tests.reconcile.hostile import lying_pod
+
+    async with lying_pod() as liar:
+        world.add_endpoint("liar", liar.port)
+        world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+        await world.reconcile()
+        status = world.writer.last_status("a")
+        assert status.phase is Phase.FAILED
+        assert "does not list the adapter" in status.failed_adapters[0].reason
+        for _ in range(5):  # rounds without waiting for the backoff send nothing more
+            await world.reconcile()
+        assert liar.calls["/v1/load_lora_adapter"] == 1
+        await world.clock.advance(1.1)
+        await world.reconcile()
+        assert liar.calls["/v1/load_lora_adapter"] == 2, "retried once the backoff ended"
+
+
+async def test_unloads_are_bounded_per_round_and_backed_off(world: World, tmp_path: Path) -> None:
+    from lora_controller.reconcile.planning import MAX_ACTIONS_PER_POD
+    from tests.reconcile.hostile import lying_pod
+
+    ghosts = {f"g{i:04d}": str(world.store_root / NS / "ghost" / f"g{i:04d}" / "v1")
+              for i in range(500)}
+    async with lying_pod(listed=ghosts) as liar:
+        world.add_endpoint("liar", liar.port)
+        world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+        await world.reconcile()
+        assert liar.calls["/v1/unload_lora_adapter"] == MAX_ACTIONS_PER_POD
+        assert "/v1/load_lora_adapter" not in liar.calls, "unloads go first"
+        for _ in range(3):
+            await world.reconcile()
+        assert liar.calls["/v1/unload_lora_adapter"] == MAX_ACTIONS_PER_POD, \
+            "a pod that still lists what it unloaded is backed off as a whole"
+        await world.clock.advance(1.1)
+        await world.reconcile()
+        assert liar.calls["/v1/unload_lora_adapter"] == 2 * MAX_ACTIONS_PER_POD
+
+
+async def test_a_hung_pod_does_not_hold_the_reconcile(world: World, tmp_path: Path) -> None:
+    from tests.reconcile.hostile import lying_pod
+
+    world.reconciler.timing = replace(world.reconciler.timing, action_wait=0.3)
+    async with lying_pod(hang=2.0) as slow:
+        world.add_endpoint("slow", slow.port)
+        world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+        started = asyncio.get_running_loop().time()
+        await world.reconcile()
+        assert asyncio.get_running_loop().time() - started < 1.5
+        assert world.writer.last_status("a").phase is Phase.LOADING
+        await world.reconcile()  # the load is still in flight: it is not sent again
+        assert slow.calls["/v1/load_lora_adapter"] == 1
+        await asyncio.sleep(2.0)
+        assert NS in world.enqueued, "the late outcome enqueues its namespace"
+        await world.reconcile()
+        status = world.writer.last_status("a")
+        assert "does not list the adapter" in status.failed_adapters[0].reason
+
+
+async def test_ownership_survives_a_restart_and_a_repository_change(
+        world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "one", ["x"])))
+    await world.reconcile()
+    assert set(world.loaded("p1")) == {"x"}
+    # A new controller (nothing in memory) finds the resource pointed at another repository: the
+    # adapter loaded from the old one is still known as its own, and unloaded.
+    fresh = World(NS, world.fleet, world.client, world.store_root)
+    fresh.sims = world.sims
+    fresh.add_endpoint("p1", world.sims["p1"].port)
+    obj = world.cr("a")
+    assert obj is not None
+    # Without its status (status lists are capped at 100 entries: it cannot be the record).
+    obj = {k: v for k, v in obj.items() if k != "status"}
+    obj = {**obj, "metadata": {**obj["metadata"], "generation": 2, "resourceVersion": "50"},
+           "spec": {**obj["spec"], "adapterSource": {"type": "local",
+                                                     "repository": str(adapters(tmp_path / "two",
+                                                                                ["y"]))}}}
+    fresh.apply(obj)
+    await fresh.reconcile()
+    assert set(fresh.loaded("p1")) == {"y"}, "x came from the old repository and is unloaded"
+
+
+def test_paths_are_normalised_before_ownership() -> None:
+    from lora_controller.reconcile.refs import PodRef
+    from lora_controller.reconcile.world import Ownership
+
+    own = Ownership(store_root="/store", namespace=NS, local_roots={"a": "/models/team"})
+    pod = PodRef(NS, "p1")
+    assert own.owner(pod, "x", "/store/team-a/a/x/v1") is not None
+    assert own.owner(pod, "x", f"/store/{NS}/x/../../../etc") is None
+    assert own.owner(pod, "x", "/models/team/../other/x") is None
+    assert own.owner(pod, "x", "/models/team/sub/x") is not None
