@@ -51,6 +51,21 @@ def _source(**fields: Any) -> dict[str, Any]:
     return _with("spec.adapterSource", fields)
 
 
+def expr(key: str, operator: str, values: list[str] | None = None) -> dict[str, Any]:
+    """One matchExpressions entry (values left out when None)."""
+    return {"key": key, "operator": operator, **({} if values is None else {"values": values})}
+
+
+def _selector(*expressions: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """VALID with spec.deploymentConfig.podSelector set."""
+    selector: dict[str, Any] = {}
+    if expressions:
+        selector["matchExpressions"] = list(expressions)
+    if labels is not None:
+        selector["matchLabels"] = labels
+    return _with("spec.deploymentConfig", {"podSelector": selector})
+
+
 # (case, object, a fragment the API server's message must contain)
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown source type", _source(type="gcs", repository="gs://b"),
@@ -126,6 +141,32 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown selector operator", _with("spec.deploymentConfig", {"podSelector": {
         "matchExpressions": [{"key": "a", "operator": "Matches"}]}}),
      'Unsupported value: "Matches"'),
+    ("selector In without values", _selector(expr("a", "In")),
+     "values must be given (non-empty) when operator is In or NotIn"),
+    ("selector NotIn with empty values", _selector(expr("a", "NotIn", [])),
+     "values must be given (non-empty) when operator is In or NotIn"),
+    ("selector Exists with values", _selector(expr("a", "Exists", ["x"])),
+     "values must be empty when operator is Exists or DoesNotExist"),
+    ("selector DoesNotExist with values", _selector(expr("a", "DoesNotExist", [""])),
+     "values must be empty when operator is Exists or DoesNotExist"),
+    ("selector key with a space", _selector(expr("lora enabled!", "Exists")),
+     "key must be a label key"),
+    ("selector key with an empty name", _selector(expr("example.com/", "Exists")),
+     "key must be a label key"),
+    ("selector key name over 63", _selector(expr("a" * 64, "Exists")),
+     "key must be a label key"),
+    ("selector key prefix not DNS", _selector(expr("Example_Com/x", "Exists")),
+     "key must be a label key"),
+    ("selector key prefix over 253", _selector(expr("a" * 254 + "/x", "Exists")),
+     "key must be a label key"),
+    ("selector value not a label value", _selector(expr("a", "In", ["ok", "not ok!"])),
+     "must be a label value"),
+    ("selector value over 63", _selector(expr("a", "In", ["v" * 64])),
+     "spec.deploymentConfig.podSelector.matchExpressions[0].values[0]: Too long"),
+    ("matchLabels key with a space", _selector(labels={"lora enabled!": "true"}),
+     "matchLabels keys must be label keys"),
+    ("matchLabels value not a label value", _selector(labels={"lora": "-true"}),
+     "must be a label value"),
 ]
 
 
@@ -189,6 +230,22 @@ def test_valid_baseline_is_accepted(control_plane: ControlPlane, namespace: str)
     # Server-side defaults from the schema.
     assert got["spec"]["adapterSource"]["maxAdapters"] == 100
     assert got["spec"]["adapterSource"]["allowPickleWeights"] is False
+
+
+def test_selectors_kubernetes_accepts_are_accepted(control_plane: ControlPlane, namespace: str) -> None:
+    obj = _selector(
+        expr("app.kubernetes.io/name", "In", ["vllm", "vllm-2", "a.b_c"]),
+        expr("lora-enabled", "NotIn", ["false", ""]), expr("gpu", "Exists"),
+        expr("example.com/" + "n" * 63, "DoesNotExist", []),
+        labels={"lora-enabled": "true", "x.y/z": "", "Model_Size": "7B"},
+    )
+    kubectl(control_plane, "create", "-n", namespace, "-f", "-", input=json.dumps(obj))
+    got = LoraAdapter.model_validate(kubectl_json(control_plane, "get", "loraadapter", "-n",
+                                                  namespace, "x"))
+    selector = got.spec.deployment().pod_selector
+    assert selector is not None and selector.match_expressions is not None
+    assert [e.operator for e in selector.match_expressions] == ["In", "NotIn", "Exists",
+                                                                "DoesNotExist"]
 
 
 @pytest.mark.parametrize("memory", ["2Gi", "512M", 1073741824, "1e9"])
