@@ -19,8 +19,6 @@ from tests.support.controlplane import kubectl
 
 TOKEN = "router-tok-7a1b2c3d4e5f60718293"
 API_KEY = "vllm-key-0f1e2d3c4b5a69788796"
-REFUSED = "router API refused a request it could not parse"
-INTERVAL = 60.0  # the warning's rate limit (lora_controller/server/protocol.py)
 AUTH = f"Host: router\r\nAuthorization: Bearer {TOKEN}\r\n"
 
 

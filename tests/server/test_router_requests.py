@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.server.router import AUTH, BIG, HOSTILE, INTERVAL, REFUSED, TOKEN, Router, get, raw
+from lora_controller.server.protocol import REFUSED, REFUSED_INTERVAL
+from tests.server.router import AUTH, BIG, HOSTILE, TOKEN, Router, get, raw
 
 pytestmark = [pytest.mark.k8s]
 
@@ -33,7 +34,7 @@ def test_oversized_requests_get_json_and_one_rate_limited_warning(router: Router
     log = router.log()
     lines = [ln for ln in log.splitlines() if REFUSED in ln]
     elapsed = time.monotonic() - router.started
-    assert 1 <= len(lines) <= 1 + elapsed // INTERVAL, lines
+    assert 1 <= len(lines) <= 1 + elapsed // REFUSED_INTERVAL, lines
     assert all("warn" in ln.lower() for ln in lines), lines
     assert "Traceback" not in log and "LineTooLong" not in log
 

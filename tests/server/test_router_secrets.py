@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.server.router import API_KEY, HOSTILE, REFUSED, TOKEN, Router, get, raw
+from lora_controller.server.protocol import REFUSED
+from tests.server.router import API_KEY, HOSTILE, TOKEN, Router, get, raw
 
 pytestmark = [pytest.mark.k8s]
 
