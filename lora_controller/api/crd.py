@@ -42,8 +42,12 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
         node = {**target, **node}
     if node.get("x-kubernetes-int-or-string"):
-        node.pop("anyOf", None)  # int | str: Kubernetes' own marker says it
-        node.pop("type", None)
+        # int | str: Kubernetes' own marker says it, and the API server validates the field as
+        # an integer or a string whatever `type` says. `type: string` is what Kubernetes' own
+        # OpenAPI v2 says of a Quantity or an IntOrString, and what kubectl explain prints
+        # (without a type it prints <Object>).
+        node.pop("anyOf", None)
+        node["type"] = "string"
     if "anyOf" in node:
         variants = [v for v in node.pop("anyOf") if v.get("type") != "null"]
         if len(variants) != 1:

@@ -290,8 +290,8 @@ class DeploymentConfig(ApiModel):
 class ResourceRequirements(ApiModel):
     memory: int | str | None = Field(
         default=None,
-        description="Memory one adapter takes on a vLLM pod (a quantity such as 2Gi, or a number of "
-        "bytes). Absent: the size of its weight files, measured.",
+        description="Memory one adapter takes on a vLLM pod: a Kubernetes quantity (int-or-string) "
+        "such as 2Gi or 512M, or a number of bytes. Absent: the size of its weight file, measured.",
         json_schema_extra={
             "x-kubernetes-int-or-string": True,
             **_rules((

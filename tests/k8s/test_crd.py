@@ -248,6 +248,22 @@ def test_selectors_kubernetes_accepts_are_accepted(control_plane: ControlPlane, 
                                                                 "DoesNotExist"]
 
 
+def test_memory_is_explained_as_a_quantity_not_an_object(control_plane: ControlPlane) -> None:
+    """kubectl explain prints a field's OpenAPI type; an int-or-string field without one reads
+    `<Object>`. memory is published as Kubernetes' own OpenAPI v2 describes a Quantity (type
+    string), and stays int-or-string, so a number of bytes is still accepted (next test)."""
+    explain = kubectl(control_plane, "explain",
+                      "loraadapter.spec.schedulingConfig.resourceRequirements").stdout
+    assert "memory\t<string>" in explain and "<Object>" not in explain.split("FIELDS:")[1]
+    assert "quantity" in explain
+    doc = json.loads(kubectl(control_plane, "get", "--raw",
+                             f"/openapi/v3/apis/{GROUP}/{VERSION}").stdout)
+    schema = next(v for k, v in doc["components"]["schemas"].items() if k.endswith(".LoraAdapter"))
+    memory = (schema["properties"]["spec"]["properties"]["schedulingConfig"]["properties"]
+              ["resourceRequirements"]["properties"]["memory"])
+    assert memory["type"] == "string" and memory["x-kubernetes-int-or-string"] is True
+
+
 @pytest.mark.parametrize("memory", ["2Gi", "512M", 1073741824, "1e9"])
 def test_memory_as_quantity_or_bytes(control_plane: ControlPlane, namespace: str,
                                      memory: str | int) -> None:
