@@ -132,6 +132,12 @@ class BaseModelMismatch(SourceError):
     reason = "BaseModelMismatch"
 
 
+class SourceUnsupported(SourceError):
+    """The source answered, but lacks what the controller needs (a hub that reports no sizes)."""
+
+    reason = "SourceUnsupported"
+
+
 class SourceUnreachable(SourceError):
     """A network failure or timeout: worth retrying later."""
 

@@ -34,7 +34,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.hf_api import ModelInfo
+from huggingface_hub.hf_api import ModelInfo, RepoFile
 from huggingface_hub.utils.tqdm import disable_progress_bars
 
 from lora_controller.sources.errors import (
@@ -42,6 +42,7 @@ from lora_controller.sources.errors import (
     SourceError,
     SourceNotFound,
     SourceUnreachable,
+    SourceUnsupported,
     redact,
 )
 from lora_controller.sources.hf_config import read_hub_file
@@ -185,8 +186,41 @@ class HuggingFaceSource:
         """Every folder (repo mode) or repository (org mode) that holds adapter_config.json."""
         if self.is_org:
             return await self._org_candidates()
-        info = await self._model_info(self.repository)
-        return _repo_candidates(info, repository=self.repository)
+        return await self._listing(self.repository)
+
+    async def _listing(self, repo_id: str) -> list[Candidate]:
+        """The adapter folders of one repository at one pinned commit, with file sizes: from its
+        model info, or from its tree listing when the hub's model info has none."""
+        info = await self._model_info(repo_id)
+        files = _sibling_files(info)
+        if files is None:
+            files = await self._tree_files(repo_id, info.sha)
+        return _repo_candidates(files, repository=repo_id, revision=info.sha)
+
+    async def _tree_files(self, repo_id: str, sha: str | None) -> list[tuple[str, AdapterFile]]:
+        """Every file of the repository from its (recursive, paginated) tree listing."""
+        def tree() -> list[tuple[str, AdapterFile]] | None:
+            try:
+                entries = list(self._api.list_repo_tree(
+                    repo_id, recursive=True, revision=sha or self.revision))
+            except (KeyError, TypeError):
+                return None  # entries without a size (or an id): the library cannot read them
+            files = [e for e in entries if isinstance(e, RepoFile)]
+            if any(not isinstance(f.size, int) for f in files):
+                return None
+            return [(f.path, AdapterFile(path=posixpath.basename(f.path), size=f.size,
+                                         etag=f.blob_id, sha256=f.lfs.sha256 if f.lfs else None))
+                    for f in files]
+
+        what = f"huggingface repository {repo_id!r}"
+        files = await self._call(tree, timeout=self._options.listing_timeout, what=what)
+        if files is None:
+            raise SourceUnsupported(
+                f"{what}: the hub at {self.endpoint} reports no file sizes, neither in its model "
+                f"info (?blobs=true) nor in its tree listing; the controller needs them to measure "
+                f"adapters and check downloads: use a hub that reports them"
+            )
+        return files
 
     async def _model_info(self, repo_id: str) -> ModelInfo:
         return await self._call(
@@ -227,8 +261,7 @@ class HuggingFaceSource:
         """`candidate` with its files and commit (org listings only know repository names)."""
         if candidate.files is not None:
             return candidate
-        info = await self._model_info(candidate.repository)
-        for cand in _repo_candidates(info, repository=candidate.repository):
+        for cand in await self._listing(candidate.repository):
             if not cand.segments:
                 return cand
         raise SourceNotFound(f"{candidate.location} has no {CONFIG_FILE} at its root")
@@ -277,24 +310,28 @@ class HuggingFaceSource:
         return None
 
 
-def _repo_candidates(info: ModelInfo, *, repository: str) -> list[Candidate]:
-    """Adapter folders of one repository listing (siblings with sizes, at commit info.sha)."""
+def _sibling_files(info: ModelInfo) -> list[tuple[str, AdapterFile]] | None:
+    """(repository path, file) of every sibling of a model info; None when a size is missing."""
     siblings = info.siblings or []
-    folders: dict[str, list[AdapterFile]] = {}
-    has_config: set[str] = set()
-    for s in siblings:
-        folder, base = posixpath.split(s.rfilename)
-        lfs: Any = s.lfs
-        folders.setdefault(folder, []).append(AdapterFile(
-            path=base, size=int(s.size or 0), etag=s.blob_id,
+    if any(sib.size is None for sib in siblings):
+        return None
+    out = []
+    for sib in siblings:
+        lfs: Any = sib.lfs
+        out.append((sib.rfilename, AdapterFile(
+            path=posixpath.basename(sib.rfilename), size=int(sib.size or 0), etag=sib.blob_id,
             sha256=lfs.sha256 if lfs is not None else None,
-        ))
-        if base == CONFIG_FILE:
-            has_config.add(folder)
-    if any(s.size is None for s in siblings):
-        raise SourceUnreachable(
-            f"huggingface repository {repository!r}: the hub did not report file sizes"
-        )
+        )))
+    return out
+
+
+def _repo_candidates(
+    files: list[tuple[str, AdapterFile]], *, repository: str, revision: str | None
+) -> list[Candidate]:
+    """Adapter folders of one repository listing (files with sizes, at commit `revision`)."""
+    folders: dict[str, list[AdapterFile]] = {}
+    for path, file in files:
+        folders.setdefault(posixpath.dirname(path), []).append(file)
     name = repository.split("/", 1)[1]
     return [
         Candidate(
@@ -302,8 +339,9 @@ def _repo_candidates(info: ModelInfo, *, repository: str) -> list[Candidate]:
             root_name=name,
             repository=repository,
             location=f"hf://{repository}/{folder}" if folder else f"hf://{repository}",
-            files=tuple(sorted(folders[folder], key=lambda f: f.path)),
-            revision=info.sha,
+            files=tuple(sorted(found, key=lambda f: f.path)),
+            revision=revision,
         )
-        for folder in sorted(has_config)
+        for folder, found in sorted(folders.items())
+        if any(f.path == CONFIG_FILE for f in found)
     ]

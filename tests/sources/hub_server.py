@@ -9,7 +9,9 @@ client maps to its exceptions. It never sends Xet headers, so the client stays o
 Fault knobs: `go_down()` / `come_up()` (connection refused on the same port), `drop_after` /
 `drops` (cut the connection after N body bytes of a download), `fail_downloads` (answer N
 download GETs with 503), `chunk_delay` (slow downloads), and `bytes_sent` to watch a download
-progress. Hostile knobs: `oversize["repo/path"] = N` streams N zero bytes after the file's own,
+progress. `sizes`: "blobs" (every listing has sizes), "tree" (`?blobs=true` gives none, the
+tree listing does: a hub that is HF-compatible in part) or "none" (no listing has sizes).
+Hostile knobs: `oversize["repo/path"] = N` streams N zero bytes after the file's own,
 chunked (its listing and HEAD keep the true size: a hub that lies about lengths).
 
     hub = HubServer()
@@ -77,6 +79,7 @@ class HubServer:
         self.fail_downloads: int = 0  # answer this many download GETs with 503
         self.chunk_size: int = 16 * 1024
         self.oversize: dict[str, int] = {}
+        self.sizes = "blobs"
         self._counter = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -262,7 +265,7 @@ class HubServer:
             sib = []
             for path, data in sorted(repo.commits[sha].items()):
                 entry: dict[str, Any] = {"rfilename": path}
-                if blobs:
+                if blobs and self.sizes == "blobs":
                     entry.update(self._file_meta(path, data))
                 sib.append(entry)
             body["siblings"] = sib
@@ -317,7 +320,7 @@ class HubServer:
             if recursive or len(rel) == 1:
                 entries[fpath] = {"type": "file", "oid": git_blob_sha1(data), "path": fpath,
                                   **{k: v for k, v in self._file_meta(fpath, data).items()
-                                     if k in ("size", "lfs")}}
+                                     if k in ("size", "lfs") and self.sizes != "none"}}
                 if "lfs" in entries[fpath]:
                     lfs = entries[fpath]["lfs"]
                     entries[fpath]["lfs"] = {"oid": lfs["sha256"], "size": lfs["size"],

@@ -16,6 +16,7 @@ from lora_controller.sources.errors import (
     ADAPTER_WEIGHTS_MISSING,
     AccessDenied,
     NoAdaptersMatch,
+    SourceError,
     SourceNotFound,
     SourceUnreachable,
 )
@@ -220,3 +221,31 @@ async def test_repeated_discovery_reads_configs_from_the_cache(
     assert [a.name for a in again.adapters] == ["a", "b"]
     # one model_info call; the configs at the pinned commit come from the cache
     assert [p for _, p in hub.requests[before:]] == ["/api/models/org/r?blobs=true"]
+
+
+async def test_hub_without_sizes_in_model_info_falls_back_to_the_tree(
+    hub: HubServer, options: SourceOptions
+) -> None:
+    a = adapter_files(seed=4)
+    hub.add_repo("org/r", {**under("x", a), **under("y", adapter_files(seed=5))})
+    hub.sizes = "tree"  # ?blobs=true answers without sizes; the tree listing has them
+    found = await run(hf("org/r"), options)
+    assert [x.name for x in found.adapters] == ["x", "y"] and found.errors == ()
+    x = found.adapters[0]
+    assert x.weights_bytes == len(a["adapter_model.safetensors"])
+    w = next(f for f in x.files if f.path == "adapter_model.safetensors")
+    assert w.sha256 == hashlib.sha256(a["adapter_model.safetensors"]).hexdigest()
+    assert any("/tree/" in p for _, p in hub.requests)
+    hub.add_repo("org2/one", adapter_files())  # an org listing resolves through the same path
+    assert [x.name for x in (await run(hf("org2"), options)).adapters] == ["one"]
+
+
+async def test_hub_without_any_sizes_says_what_it_lacks(
+    hub: HubServer, options: SourceOptions
+) -> None:
+    hub.add_repo("org/r", adapter_files())
+    hub.sizes = "none"
+    with pytest.raises(SourceError) as info:
+        await run(hf("org/r"), options)
+    assert info.value.reason == "SourceUnsupported" and not info.value.retryable
+    assert "file sizes" in info.value.message and hub.url in info.value.message
