@@ -28,6 +28,7 @@ from lora_controller.core.clock import Clock
 from lora_controller.kube.runner import Result
 from lora_controller.reconcile.confirming import confirm
 from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState, discover_all
+from lora_controller.reconcile.dryrun import DryRun, dry_run
 from lora_controller.reconcile.executing import Outcome
 from lora_controller.reconcile.finalizing import collect_store, ensure_finalizers, finish_deletions
 from lora_controller.reconcile.lazy import LazyLoads, Verdict
@@ -148,6 +149,16 @@ class NamespaceReconciler:
                         protected={p.ref: frozenset(p.startup_adapters) for p in snapshot.pods})
         return Round(snapshot=snapshot, discoveries=discoveries, selection=selection,
                      schedule=schedule, stage_errors=stage_errors, plan=the_plan, own=own)
+
+    async def dry_run(self, namespace: str, changes: Sequence[LoraAdapter]) -> DryRun:
+        """What applying `changes` to `namespace` would do (dryrun.py); nothing is written."""
+        state = self.states.get(namespace) or NamespaceState()
+        snapshot = await take_snapshot(self.cache, self.observer, namespace)
+        if state.ledger is None:
+            state.ledger = await read_ledger(self.store.root, namespace)
+        return await dry_run(snapshot, changes, discovery=self.discovery,
+                             store_root=str(self.store.root), store_path=self._store_path,
+                             previous=state.schedule, ledger=state.ledger)
 
     def _store_path(self, cr: LoraAdapter, adapter: DiscoveredAdapter) -> str:
         return str(self.store.path_for(namespace=cr.metadata.namespace, cr=cr.metadata.name,

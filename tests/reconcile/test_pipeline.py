@@ -264,3 +264,32 @@ def test_paths_are_normalised_before_ownership() -> None:
     assert own.owner(pod, "x", f"/store/{NS}/x/../../../etc") is None
     assert own.owner(pod, "x", "/models/team/../other/x") is None
     assert own.owner(pod, "x", "/models/team/sub/x") is not None
+
+
+async def test_a_dry_run_plans_what_the_reconcile_then_does(world: World, tmp_path: Path) -> None:
+    from lora_controller.reconcile.cache import ClusterCache
+
+    await world.add_pod("p1")
+    await world.add_pod("p2")
+    src = adapters(tmp_path / "src", ["x", "y"])
+    world.apply(cr_object(NS, "a", src, deploymentConfig={"replicas": 1}))
+    await world.reconcile()
+    before = dict(world.writer.statuses)
+    changed = cr_object(NS, "a", src, deploymentConfig={"replicas": 2})
+    changed["metadata"]["generation"] = 2
+    new = cr_object(NS, "b", adapters(tmp_path / "more", ["z"]), created="2026-01-03T00:00:00Z")
+    parsed = [ClusterCache()._parse(o) for o in (changed, new)]
+    run = await world.reconciler.dry_run(NS, parsed)
+    planned = sorted((a.pod.name, a.name) for a in run.plan.loads)
+    assert sorted(n for _, n in planned) == ["x", "y", "z", "z"] and not run.plan.unloads
+    assert dict(world.writer.statuses) == before, "a dry run writes nothing"
+    assert world.reconciler.discovery.peek(__import__(
+        "lora_controller.reconcile.refs", fromlist=["CrRef"]).CrRef(NS, "b")) is None, \
+        "and leaves the discovery cache alone"
+    loaded_before = {p: set(world.loaded(p)) for p in ("p1", "p2")}
+    world.apply(changed)
+    world.apply(new)
+    world.writer.executed.clear()
+    await world.reconcile()
+    done = sorted((a.pod.name, a.name) for a in world.writer.executed)
+    assert done == planned, (done, planned, loaded_before)
