@@ -17,7 +17,11 @@ from dataclasses import dataclass, replace
 from lora_controller.api.types import LoraAdapter
 from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState, discover_all
 from lora_controller.reconcile.ledger import Ledger
-from lora_controller.reconcile.placement import CurrentPlacement, current_placement, desired_adapters
+from lora_controller.reconcile.placement import (
+    CurrentPlacement,
+    current_placement,
+    desired_adapters,
+)
 from lora_controller.reconcile.planning import Plan, plan
 from lora_controller.reconcile.refs import CrRef
 from lora_controller.reconcile.snapshot import NamespaceSnapshot
