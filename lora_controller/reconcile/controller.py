@@ -33,6 +33,7 @@ from lora_controller.reconcile.cache import ClusterCache
 from lora_controller.reconcile.causes import cr_update_matters, namespace_of, pod_seen
 from lora_controller.reconcile.discovering import DiscoveryCache
 from lora_controller.reconcile.executing import Executor
+from lora_controller.reconcile.history import History
 from lora_controller.reconcile.lazy import LazyLoads
 from lora_controller.reconcile.metrics import forget_pod
 from lora_controller.reconcile.observing import Observer
@@ -80,9 +81,10 @@ class LoraController:
                                         on_pod_gone=self._on_pod_gone, on_secret=self._on_object)
         self.events = EventRecorder(kube, instance=config.identity, clock=clock)
         self.actuator = Actuator(Executor(vllm), on_done=self.runner.enqueue)
+        self.history = History()
         leader = LeaderWriter(kube, status=StatusWriter(kube, LORA_ADAPTERS, clock=clock),
                               events=self.events, store=store, actuator=self.actuator,
-                              leading=is_leader)
+                              history=self.history, leading=is_leader, clock=clock)
         self.lazy = LazyLoads(self.runner.enqueue)
         self.reconciler = NamespaceReconciler(
             cache=self.cache, watches=self.watches, observer=self.observer,
@@ -92,8 +94,8 @@ class LoraController:
             clock=clock, timing=Timing(requeue_pending=config.requeue_pending,
                                        resync=config.resync, action_wait=config.action_wait))
         self.view = ControllerView(cache=self.cache, observer=self.observer,
-                                   states=self.reconciler.states, lazy=self.lazy,
-                                   namespaces=config.namespaces)
+                                   reconciler=self.reconciler, lazy=self.lazy,
+                                   history=self.history, namespaces=config.namespaces)
         self._trimmer = MemoryTrimmer()
         self._tasks: list[asyncio.Task[None]] = []
 

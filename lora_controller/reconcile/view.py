@@ -16,12 +16,15 @@ from typing import Protocol
 
 from lora_controller.api.types import LoraAdapter
 from lora_controller.reconcile.cache import ClusterCache
+from lora_controller.reconcile.dryrun import DryRun
+from lora_controller.reconcile.history import ActionRecord, EventRecord, History
 from lora_controller.reconcile.lazy import LazyLoads
 from lora_controller.reconcile.observing import Observer
+from lora_controller.reconcile.pipeline import NamespaceReconciler
 from lora_controller.reconcile.pods import TargetPod
 from lora_controller.reconcile.refs import CrRef, PodRef
 from lora_controller.reconcile.state import NamespaceState
-from lora_controller.reconcile.world import Wanted
+from lora_controller.reconcile.world import Wanted, adapter_memory
 from lora_controller.scheduler.model import AdapterKey, PodKey
 
 
@@ -47,6 +50,7 @@ class AdapterInfo:
     lazy: bool
     placed: tuple[str, ...]  # pod names the scheduler chose
     confirmed: tuple[PodInfo, ...]  # pods whose `/v1/models` lists it with that path
+    failures: tuple[str, ...] = ()  # why it is not served as desired (as in status)
 
     @property
     def key(self) -> AdapterKey:
@@ -60,6 +64,14 @@ class PodDetail:
     error: str | None
     adapters: tuple[tuple[str, str | None], ...]  # (name, root) as the pod lists them
     placed: tuple[str, ...]  # adapter keys the scheduler placed there
+    base_models: tuple[str, ...] = ()
+    slots: int = 0  # adapters it keeps (max of --max-cpu-loras, --max-loras)
+    active_slots: int = 0  # adapters it runs at once (--max-loras)
+    max_lora_rank: int = 0
+    memory_capacity: int | None = None  # bytes for adapters (annotation), None: unknown
+    slots_used: int = 0  # placed
+    memory_used: int = 0  # placed, bytes
+    unusable: str | None = None  # why it takes no adapter
 
 
 class EnsureFailed(Exception):
@@ -84,9 +96,21 @@ class FleetView(Protocol):
 
     def pod(self, namespace: str, name: str) -> PodDetail | None: ...
 
+    def pods(self, namespace: str | None = None) -> list[PodDetail]: ...
+
     def lora_adapter(self, namespace: str, name: str) -> LoraAdapter | None: ...
 
+    def lora_adapters(self, namespace: str | None = None) -> list[LoraAdapter]: ...
+
+    def recent_actions(self, namespace: str | None = None, limit: int = 100) -> list[ActionRecord]:
+        ...
+
+    def recent_events(self, namespace: str | None = None, limit: int = 100) -> list[EventRecord]:
+        ...
+
     async def ensure(self, adapter: AdapterInfo, *, timeout: float) -> list[PodInfo]: ...
+
+    async def dry_run(self, namespace: str, changes: Sequence[LoraAdapter]) -> DryRun: ...
 
 
 def pod_info(pod: TargetPod, observed_at: datetime | None) -> PodInfo:
@@ -97,13 +121,14 @@ def pod_info(pod: TargetPod, observed_at: datetime | None) -> PodInfo:
 class ControllerView:
     """`FleetView` over the controller's caches, observer and per-namespace memory."""
 
-    def __init__(self, *, cache: ClusterCache, observer: Observer,
-                 states: dict[str, NamespaceState], lazy: LazyLoads,
-                 namespaces: Sequence[str] | None) -> None:
+    def __init__(self, *, cache: ClusterCache, observer: Observer, reconciler: NamespaceReconciler,
+                 lazy: LazyLoads, history: History, namespaces: Sequence[str] | None) -> None:
         self.cache = cache
         self.observer = observer
-        self.states = states
+        self.reconciler = reconciler
+        self.states = reconciler.states
         self.lazy = lazy
+        self.history = history
         self.namespaces = frozenset(namespaces) if namespaces else None
 
     @property
@@ -115,10 +140,12 @@ class ControllerView:
 
     def _info(self, w: Wanted, state: NamespaceState) -> AdapterInfo:
         placed = state.schedule.placement.get(w.key, ()) if state.schedule else ()
+        report = next((r for r in state.reports.get(w.ref, ()) if r.name == w.adapter.name), None)
         return AdapterInfo(
             name=w.adapter.name, namespace=w.cr.metadata.namespace, lora_adapter=w.cr.metadata.name,
             base_model=w.cr.spec.base_model, path=w.path, version=w.adapter.version, lazy=w.lazy,
-            placed=tuple(placed), confirmed=tuple(self._confirmed(w)))
+            placed=tuple(placed), confirmed=tuple(self._confirmed(w)),
+            failures=tuple(report.failures) if report else ())
 
     def _confirmed(self, w: Wanted) -> list[PodInfo]:
         out = []
@@ -153,18 +180,46 @@ class ControllerView:
         pod = self.cache.pod(ref)
         if pod is None:
             return None
-        obs = self.observer.get(ref)
-        state = self.states.get(namespace)
-        placed = state.schedule.get_pod_adapters(PodKey(name)) if state and state.schedule else ()
+        return self._detail(pod)
+
+    def _detail(self, pod: TargetPod) -> PodDetail:
+        obs = self.observer.get(pod.ref)
+        state = self.states.get(pod.namespace)
+        placed: tuple[AdapterKey, ...] = ()
+        memory = 0
+        if state is not None and state.schedule is not None:
+            placed = state.schedule.get_pod_adapters(PodKey(pod.name))
+            wanted = state.selection.wanted
+            memory = sum(adapter_memory(wanted[k].cr, wanted[k].adapter) for k in placed
+                         if k in wanted)
         ok = obs is not None and obs.ok
         return PodDetail(
             pod=pod_info(pod, obs.observed_at if obs is not None and ok else None), observed=ok,
             error=obs.error if obs is not None else "not observed yet",
             adapters=tuple(obs.adapters.items()) if obs is not None and ok else (),
-            placed=tuple(str(k) for k in placed))
+            placed=tuple(str(k) for k in placed), base_models=pod.served_models,
+            slots=pod.slots, active_slots=pod.max_loras, max_lora_rank=pod.max_lora_rank,
+            memory_capacity=pod.memory_capacity, slots_used=len(placed), memory_used=memory,
+            unusable=pod.unusable_reason)
+
+    def pods(self, namespace: str | None = None) -> list[PodDetail]:
+        pods = self.cache.pods(namespace) if namespace else self.cache.all_pods()
+        return [self._detail(p) for p in pods if p.served_models and p.lora_enabled]
 
     def lora_adapter(self, namespace: str, name: str) -> LoraAdapter | None:
         return self.cache.cr(CrRef(namespace, name))
+
+    def lora_adapters(self, namespace: str | None = None) -> list[LoraAdapter]:
+        return self.cache.crs(namespace)
+
+    def recent_actions(self, namespace: str | None = None, limit: int = 100) -> list[ActionRecord]:
+        return self.history.actions(namespace, limit)
+
+    def recent_events(self, namespace: str | None = None, limit: int = 100) -> list[EventRecord]:
+        return self.history.events(namespace, limit)
+
+    async def dry_run(self, namespace: str, changes: Sequence[LoraAdapter]) -> DryRun:
+        return await self.reconciler.dry_run(namespace, changes)
 
     async def ensure(self, adapter: AdapterInfo, *, timeout: float) -> list[PodInfo]:
         """Have the adapter's namespace load it, and wait until a pod confirms it."""

@@ -17,12 +17,14 @@ from typing import Any, Protocol
 import structlog
 
 from lora_controller.api.types import FINALIZER, LoraAdapter, LoraAdapterStatus
+from lora_controller.core.clock import Clock, RealClock
 from lora_controller.kube.client import JSON_PATCH, ApiError, KubeClient
 from lora_controller.kube.events import EventRecorder
 from lora_controller.kube.resources import LORA_ADAPTERS
 from lora_controller.kube.status import StatusWriter
 from lora_controller.reconcile.actuator import Actuator
 from lora_controller.reconcile.executing import Outcome
+from lora_controller.reconcile.history import EventRecord, History
 from lora_controller.reconcile.ledger import Ledger, write_ledger
 from lora_controller.reconcile.planning import Action
 from lora_controller.reconcile.refs import CrRef, PodRef
@@ -125,14 +127,16 @@ class LeaderWriter:
     acts = True
 
     def __init__(self, kube: KubeClient, *, status: StatusWriter, events: EventRecorder,
-                 store: AdapterStore, actuator: Actuator,
-                 leading: Callable[[], bool] = lambda: True) -> None:
+                 store: AdapterStore, actuator: Actuator, history: History | None = None,
+                 leading: Callable[[], bool] = lambda: True, clock: Clock | None = None) -> None:
         self.kube = kube
         self.status = status
         self.events = events
         self.store = store
         self.actuator = actuator
+        self.history = history or History()
         self.leading = leading
+        self.clock = clock or RealClock()
 
     async def _patch_finalizers(self, cr: LoraAdapter, patch: list[dict[str, Any]]) -> bool:
         if not self.leading():
@@ -167,6 +171,8 @@ class LeaderWriter:
     async def record_event(self, cr: LoraAdapter, *, type: str, reason: str, action: str,
                            note: str) -> None:
         if self.leading():
+            self.history.event(EventRecord(self.clock.now(), cr.metadata.namespace,
+                                           cr.metadata.name, type, reason, note))
             await self.events.record(cr.model_dump(mode="json", by_alias=True), type=type,
                                      reason=reason, action=action, note=note)
 
@@ -177,10 +183,14 @@ class LeaderWriter:
 
     async def execute(self, actions: Sequence[Action], endpoints: Mapping[PodRef, Endpoint], *,
                       wait: float) -> list[Outcome]:
-        return await self.actuator.run(actions, endpoints, proceed=self.leading, wait=wait)
+        outcomes = await self.actuator.run(actions, endpoints, proceed=self.leading, wait=wait)
+        self.history.outcomes(outcomes, self.clock.now())
+        return outcomes
 
     def collect(self, namespace: str) -> list[Outcome]:
-        return self.actuator.collect(namespace)
+        outcomes = self.actuator.collect(namespace)
+        self.history.outcomes(outcomes, self.clock.now())
+        return outcomes
 
     def in_flight(self, namespace: str) -> frozenset[tuple[str, str]]:
         return self.actuator.in_flight(namespace)
