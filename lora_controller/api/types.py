@@ -267,8 +267,71 @@ class LabelSelector(ApiModel):
     )
 
 
+class ScalingMode(StrEnum):
+    FIXED = "Fixed"
+    DEMAND = "Demand"
+
+
+DEFAULT_TARGET_RPS = 5.0
+DEFAULT_MAX_CHANGES = 4
+
+
+class Scaling(ApiModel):
+    """How many pods load each adapter: a fixed count, or as many as its demand needs."""
+
+    model_config = ConfigDict(json_schema_extra=_rules(
+        ("!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+         "minReplicas must not be greater than maxReplicas", ".minReplicas"),
+        ("self.mode == 'Demand' || (!has(self.minReplicas) && !has(self.maxReplicas) && "
+         "!has(self.targetRequestsPerSecond))",
+         "minReplicas, maxReplicas and targetRequestsPerSecond apply to mode Demand only; with "
+         "mode Fixed set deploymentConfig.replicas", ".mode"),
+    ))
+
+    mode: ScalingMode = Field(
+        default=ScalingMode.FIXED,
+        description="Fixed (the default): each adapter on deploymentConfig.replicas pods (absent: "
+        "every eligible pod). Demand: each adapter on as many pods as its request rate needs "
+        "(targetRequestsPerSecond per replica), between minReplicas and maxReplicas; the rate "
+        "comes from routers (POST /v1/usage), router lookups and what the vLLM pods report.",
+    )
+    min_replicas: int | None = Field(
+        default=None, ge=0, le=10_000,
+        description="Mode Demand: the fewest pods an adapter is kept on (default 1). 0 is allowed "
+        "only with loadOnStartup: false: an idle adapter is then unloaded after its cool-down "
+        "and loaded again on the first router ask.",
+    )
+    max_replicas: int | None = Field(
+        default=None, ge=1, le=10_000,
+        description="Mode Demand: the most pods an adapter is put on (default: every eligible pod).",
+    )
+    target_requests_per_second: float | None = Field(
+        default=None, le=1_000_000,
+        description=f"Mode Demand: the request rate one replica should carry (default "
+        f"{DEFAULT_TARGET_RPS:g}). Replicas = ceil(rate / target), within minReplicas..maxReplicas.",
+        json_schema_extra=_rules(("self > 0.0", "targetRequestsPerSecond must be positive")),
+    )
+    max_changes_per_reconcile: int | None = Field(
+        default=None, ge=1, le=1_000,
+        description=f"Mode Demand: how many replicas (added plus removed) the resource's adapters "
+        f"may change by in one reconcile, to bound loads and unloads (default "
+        f"{DEFAULT_MAX_CHANGES}).",
+    )
+
+
 class DeploymentConfig(ApiModel):
     """Which vLLM pods may serve the adapters, and when they are loaded."""
+
+    model_config = ConfigDict(json_schema_extra=_rules(
+        ("!has(self.scaling) || !has(self.scaling.minReplicas) || self.scaling.minReplicas > 0 || "
+         "(has(self.loadOnStartup) && !self.loadOnStartup)",
+         "scaling.minReplicas 0 requires loadOnStartup: false (an adapter scaled to zero is loaded "
+         "again on the first router ask)", ".scaling.minReplicas"),
+        ("!has(self.scaling) || !has(self.scaling.mode) || self.scaling.mode != 'Demand' || "
+         "!has(self.replicas)",
+         "replicas applies to scaling mode Fixed; with mode Demand set scaling.minReplicas and "
+         "scaling.maxReplicas", ".replicas"),
+    ))
 
     load_on_startup: bool = Field(
         default=True,
@@ -285,6 +348,13 @@ class DeploymentConfig(ApiModel):
         default=None, ge=1, le=10_000,
         description="How many pods load each adapter. Absent: every eligible pod.",
     )
+    scaling: Scaling | None = Field(
+        default=None,
+        description="Fixed replicas (the default) or replicas that follow each adapter's demand.",
+    )
+
+    def demand_scaled(self) -> bool:
+        return self.scaling is not None and self.scaling.mode is ScalingMode.DEMAND
 
 
 class ResourceRequirements(ApiModel):

@@ -167,6 +167,26 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "matchLabels keys must be label keys"),
     ("matchLabels value not a label value", _selector(labels={"lora": "-true"}),
      "must be a label value"),
+    ("scaling min above max", _with("spec.deploymentConfig", {"scaling": {
+        "mode": "Demand", "minReplicas": 3, "maxReplicas": 2}}),
+     "minReplicas must not be greater than maxReplicas"),
+    ("scaling to zero with loadOnStartup", _with("spec.deploymentConfig", {"scaling": {
+        "mode": "Demand", "minReplicas": 0, "maxReplicas": 2}}),
+     "scaling.minReplicas 0 requires loadOnStartup: false"),
+    ("scaling target zero", _with("spec.deploymentConfig", {"scaling": {
+        "mode": "Demand", "targetRequestsPerSecond": 0}}),
+     "targetRequestsPerSecond must be positive"),
+    ("scaling target negative", _with("spec.deploymentConfig", {"scaling": {
+        "mode": "Demand", "targetRequestsPerSecond": -2.5}}),
+     "targetRequestsPerSecond must be positive"),
+    ("replicas with demand scaling", _with("spec.deploymentConfig", {
+        "replicas": 2, "scaling": {"mode": "Demand", "maxReplicas": 4}}),
+     "replicas applies to scaling mode Fixed"),
+    ("demand fields with fixed scaling", _with("spec.deploymentConfig", {"scaling": {
+        "maxReplicas": 4}}),
+     "apply to mode Demand only"),
+    ("unknown scaling mode", _with("spec.deploymentConfig", {"scaling": {"mode": "Auto"}}),
+     'supported values: "Fixed", "Demand"'),
 ]
 
 
@@ -230,6 +250,23 @@ def test_valid_baseline_is_accepted(control_plane: ControlPlane, namespace: str)
     # Server-side defaults from the schema.
     assert got["spec"]["adapterSource"]["maxAdapters"] == 100
     assert got["spec"]["adapterSource"]["allowPickleWeights"] is False
+
+
+def test_demand_scaling_as_the_issue_writes_it_is_accepted(control_plane: ControlPlane,
+                                                           namespace: str) -> None:
+    obj = _with("spec.deploymentConfig", {"loadOnStartup": False, "scaling": {
+        "mode": "Demand", "minReplicas": 0, "maxReplicas": 4, "targetRequestsPerSecond": 5}})
+    kubectl(control_plane, "create", "-n", namespace, "-f", "-", input=json.dumps(obj))
+    got = LoraAdapter.model_validate(kubectl_json(control_plane, "get", "loraadapter", "-n",
+                                                  namespace, "x"))
+    scaling = got.spec.deployment().scaling
+    assert scaling is not None and got.spec.deployment().demand_scaled()
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.target_requests_per_second) == (
+        0, 4, 5.0)
+    explained = kubectl(control_plane, "explain", "loraadapter.spec.deploymentConfig.scaling").stdout
+    for field in ("mode", "minReplicas", "maxReplicas", "targetRequestsPerSecond",
+                  "maxChangesPerReconcile"):
+        assert field in explained
 
 
 def test_selectors_kubernetes_accepts_are_accepted(control_plane: ControlPlane, namespace: str) -> None:
