@@ -138,6 +138,8 @@ def resource_status(cr: LoraAdapter, wanted: Sequence[Wanted], r: Round, state: 
         if found.capped:
             note += (f" (capped at maxAdapters={cr.spec.adapter_source.max_adapters} of "
                      f"{found.total_found} found)")
+        if found.notes:  # what the source holds that is not offered (links, special files)
+            note += "; " + "; ".join(found.notes)
     status = compute_status(reports=reports, generation=cr.metadata.generation, previous=cr.status,
                             now=now, source_problem=problem, discovery_note=note,
                             conflicts=r.selection.conflicts.get(CrRef.of(cr), []),

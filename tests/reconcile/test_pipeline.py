@@ -293,3 +293,14 @@ async def test_a_dry_run_plans_what_the_reconcile_then_does(world: World, tmp_pa
     await world.reconcile()
     done = sorted((a.pod.name, a.name) for a in world.writer.executed)
     assert done == planned, (done, planned, loaded_before)
+
+
+async def test_what_a_source_skips_is_said_in_status(world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    src = adapters(tmp_path / "src", ["x"])
+    (src / "sneaky").symlink_to(src / "x")
+    world.apply(cr_object(NS, "a", src))
+    await world.reconcile()
+    discovered = next(c for c in world.writer.last_status("a").conditions
+                      if c.type == "Discovered")
+    assert "sneaky" in discovered.message, discovered.message
