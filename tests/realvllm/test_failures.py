@@ -6,6 +6,7 @@ load vLLM never received leaves no trace there, one it refused leaves its error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -63,7 +64,11 @@ async def test_unservable_adapters_fail_with_reasons_and_the_others_load(real_la
             assert name not in logs, name
         # Learned from vLLM's answer: it refused the NeoX-style adapter with a 500.
         assert "lora-neox, expected target modules" in logs
-        assert 500 in lane.load_answers(logs)
+        refused = lane.load_answers(logs).count(500)
+        assert refused >= 1
+        await asyncio.sleep(5)  # tried again with backoff (1 s doubling to 60 s), not in a hot loop
+        again = lane.load_answers("\n".join(mark.since() for mark in marks)).count(500) - refused
+        assert again <= 3 * len(marks), f"{again} more refused loads in 5 s"
 
 
 async def test_more_adapters_than_max_cpu_loras(real_lane: Lane) -> None:
