@@ -20,10 +20,10 @@ import operator
 from collections.abc import Mapping, Set
 from typing import NamedTuple
 
-from lora_controller.scheduler.index import Index
+from lora_controller.scheduler.index import Index, valid_current
 from lora_controller.scheduler.model import AdapterDemand, AdapterKey, PodCapacity, PodKey
 from lora_controller.scheduler.run import ADDED, Run
-from lora_controller.scheduler.state import detach, reindex
+from lora_controller.scheduler.state import AdapterState, detach, reindex
 
 
 class Difference(NamedTuple):
@@ -86,7 +86,8 @@ def _replaced_demands(
     adapter_specs: Mapping[AdapterKey, AdapterDemand],
     pod_specs: Mapping[PodKey, PodCapacity],
 ) -> list[AdapterDemand] | None:
-    """Demands that changed only by eligible pods added or removed; None if one changed more."""
+    """Demands that changed only by eligible pods added or removed, replica counts or demand
+    rates; None if one changed more."""
     old_adapters = index.adapter_specs
     replaced: list[AdapterDemand] = []
     if len(adapter_specs) == len(old_adapters) and all(
@@ -111,20 +112,22 @@ def _same_demand(
     new_pods: Mapping[PodKey, PodCapacity],
     same_sets: dict[tuple[int, int], bool],
 ) -> bool:
-    """Is `new` the same demand as `old`, but for eligible pods that were added or removed?
+    """Is `new` the same demand as `old`, but for eligible pods that were added or removed, a
+    replica count (not to or from "every pod") or a demand rate?
 
     The reconciler recomputes each CR's eligible set when pods come and go; such a change is part
-    of the pod difference the incremental path applies, not a change of the adapter. `same_sets`
-    caches the answer per pair of set objects (the reconciler passes one set per CR).
+    of the pod difference the incremental path applies, not a change of the adapter. A new replica
+    count or rate (demand, scaling.py) is applied in place too. `same_sets` caches the answer per
+    pair of set objects (the reconciler passes one set per CR).
     """
+    if (old.key, old.base_model, old.memory_bytes, old.rank, old.priority, old.preemption_policy,
+            old.replicas is None) != (new.key, new.base_model, new.memory_bytes, new.rank,
+                                      new.priority, new.preemption_policy, new.replicas is None):
+        return False
     old_set, new_set = old.eligible_pods, new.eligible_pods
     if old_set is new_set:
-        return old == new
+        return True
     if old_set is None or new_set is None:
-        return False
-    if (old.key, old.base_model, old.memory_bytes, old.rank, old.priority, old.preemption_policy,
-            old.replicas) != (new.key, new.base_model, new.memory_bytes, new.rank, new.priority,
-                              new.preemption_policy, new.replicas):
         return False
     pair = (id(old_set), id(new_set))
     same = same_sets.get(pair)
@@ -172,7 +175,7 @@ def _without(
 
 def apply_difference(run: Run, diff: Difference) -> None:
     """Bring the run's index up to this input, logging every pod that gained room."""
-    _replace_demands(run.index, diff.replaced)
+    _replace_demands(run, diff.replaced)
     _remove_adapters(run, diff.removed_adapters)
     _remove_pods(run, diff.removed_pods)
     index = run.index
@@ -185,7 +188,8 @@ def apply_difference(run: Run, diff: Difference) -> None:
             index.short.add(demand.key)
 
 
-def _replace_demands(index: Index, replaced: list[AdapterDemand]) -> None:
+def _replace_demands(run: Run, replaced: list[AdapterDemand]) -> None:
+    index = run.index
     selectors_changed = False
     for demand in replaced:
         adapter = index.adapters[demand.key]
@@ -193,9 +197,32 @@ def _replace_demands(index: Index, replaced: list[AdapterDemand]) -> None:
         if adapter.eligible is not demand.eligible_pods:
             adapter.eligible = demand.eligible_pods
             selectors_changed = True
+        if demand.replicas is not None and demand.replicas != adapter.wanted:
+            _rewant(run, adapter, demand.replicas)
+        adapter.q = demand.demand_rps / max(adapter.wanted, 1)
     if selectors_changed:
         for group in index.groups.values():
             group.forget_selectors()
+
+
+def _rewant(run: Run, adapter: AdapterState, wanted: int) -> None:
+    """A new replica count: keep the replicas a full run would keep (index.py), log the pods the
+    others leave, and search afresh (a certificate of the old count says nothing of the new)."""
+    index = run.index
+    adapter.wanted = wanted
+    adapter.cert_at = None
+    adapter.repair_at = None
+    if len(adapter.pods) > wanted:
+        keep = {p.key for p in valid_current(index.pods, adapter, tuple(sorted(adapter.pods)))}
+        for pod in [p for k, p in sorted(adapter.pods.items()) if k not in keep]:
+            detach(adapter, pod)
+            reindex(pod)
+            run.event(pod, adapter.prio)
+    run.changed.add(adapter.key)
+    if adapter.short:
+        index.short.add(adapter.key)
+    else:
+        index.short.discard(adapter.key)
 
 
 def _remove_adapters(run: Run, removed: Set[AdapterKey]) -> None:

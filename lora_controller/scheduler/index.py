@@ -75,7 +75,7 @@ def build(
     kept_on: dict[PodKey, list[AdapterState]] = {}
     for key in sorted(adapter_specs):
         adapter = index.add_adapter(adapter_specs[key])
-        for pod in _valid_current(index.pods, adapter, observed.get(key, ())):
+        for pod in valid_current(index.pods, adapter, observed.get(key, ())):
             kept_on.setdefault(pod.key, []).append(adapter)
     for pod_key in sorted(kept_on):
         pod = index.pods[pod_key]
@@ -102,10 +102,11 @@ def _fitting(pod: PodState, kept: list[AdapterState]) -> list[AdapterState]:
     return fitting
 
 
-def _valid_current(
+def valid_current(
     pods: Mapping[PodKey, PodState], adapter: AdapterState, keys: tuple[PodKey, ...]
 ) -> list[PodState]:
-    """The pods of the current placement that may keep `adapter`, at most `wanted` of them."""
+    """The pods of the current placement that may keep `adapter`, at most `wanted` of them (also
+    what the incremental path keeps when the replica count drops, difference.py)."""
     valid: list[PodState] = []
     seen: set[PodKey] = set()
     for key in keys:

@@ -61,6 +61,8 @@ class AdapterDemand:
     `eligible_pods` is the set of pods its CR's `podSelector` matches; None means every pod of its
     base model. Keys of pods that are not in the input, or serve another base model, are ignored.
     Pass one frozenset object for all adapters of a CR: the scheduler caches per set object.
+    `demand_rps` is the adapter's smoothed request rate (scaling.py); with it, and pods that give
+    their `active_slots`, hot adapters are placed apart from cold ones (heat.py). 0 = unknown.
     """
 
     key: AdapterKey
@@ -71,8 +73,11 @@ class AdapterDemand:
     preemption_policy: PreemptionPolicy = PreemptionPolicy.LOWER_PRIORITY
     replicas: int | None = None
     eligible_pods: frozenset[PodKey] | None = None
+    demand_rps: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.demand_rps < float("inf"):
+            raise ValueError(f"{self.key}: demand_rps must be finite and >= 0, got {self.demand_rps}")
         if self.memory_bytes < 0:
             raise ValueError(f"{self.key}: memory_bytes must be >= 0, got {self.memory_bytes}")
         if self.rank is not None and self.rank < 0:
@@ -89,6 +94,7 @@ class PodCapacity:
     it keeps in its CPU cache; registering more makes vLLM evict and re-read adapters from disk on
     every switch. `memory_capacity_bytes` None means unknown: only slots limit the pod. Adapters that
     someone else loaded (`--lora-modules`) are `reserved_*`: they use room and are never moved.
+    `active_slots` is `--max-loras`, the adapters it runs at once; None means unknown.
     """
 
     key: PodKey
@@ -101,11 +107,14 @@ class PodCapacity:
     zone: str | None = None
     reserved_slots: int = 0
     reserved_memory_bytes: int = 0
+    active_slots: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("adapter_slots", "max_lora_rank", "reserved_slots", "reserved_memory_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"pod {self.key}: {name} must be >= 0")
+        if self.active_slots is not None and self.active_slots < 0:
+            raise ValueError(f"pod {self.key}: active_slots must be >= 0 or None")
         if self.memory_capacity_bytes is not None and self.memory_capacity_bytes < 0:
             raise ValueError(f"pod {self.key}: memory_capacity_bytes must be >= 0 or None")
 
@@ -200,6 +209,9 @@ class Schedule:
     unplaced: Mapping[AdapterKey, Shortfall]
     preemptions: tuple[Preemption, ...] = ()
     moves: tuple[Move, ...] = ()
+    rebalanced: tuple[Move, ...] = ()
+    """Replicas moved between a pod for hot adapters and one for cold ones (heat.py); in each,
+    `by` is the moved adapter itself. Empty without demand."""
 
     @cached_property
     def pod_adapters(self) -> Mapping[PodKey, tuple[AdapterKey, ...]]:

@@ -35,6 +35,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from lora_controller.scheduler.difference import apply_difference, difference
+from lora_controller.scheduler.heat import assign_roles, rebalance
 from lora_controller.scheduler.index import Index, build
 from lora_controller.scheduler.model import (
     AdapterDemand,
@@ -47,6 +48,9 @@ from lora_controller.scheduler.model import (
 )
 from lora_controller.scheduler.repairing import repair_pass
 from lora_controller.scheduler.run import Run
+
+DEFAULT_REBALANCE_LIMIT = 4
+"""Replicas moved between hot and cold pods per run at most (heat.py), per Scheduler call."""
 
 
 class _Keyed(Protocol):
@@ -79,9 +83,15 @@ class Scheduler:
     Either way the answer is the same as a fresh `schedule(...)`.
     """
 
-    def __init__(self, *, strategy: Strategy = Strategy.SPREAD) -> None:
+    def __init__(self, *, strategy: Strategy = Strategy.SPREAD,
+                 rebalance_limit: int = DEFAULT_REBALANCE_LIMIT) -> None:
+        if rebalance_limit < 0:
+            raise ValueError("rebalance_limit must be >= 0")
         self._strategy = strategy
         self._spread = strategy is Strategy.SPREAD
+        self._rebalance_limit = rebalance_limit
+        # Whether the last run gave a group roles (heat.py): then the next one decides again.
+        self._roles = False
         # The index of the last run; None before the first run and after a run that failed.
         self._index: Index | None = None
         self.incremental = False
@@ -113,7 +123,11 @@ class Scheduler:
             index = build(adapter_specs, pod_specs, observed)
             run = Run(index, spread=self._spread, rebuilt=True)
         self.incremental = not run.rebuilt
-        _place(run)
+        demand = self._roles or _has_demand(adapter_specs, pod_specs)
+        if demand:
+            assign_roles(run.index)
+            self._roles = any(g.theta is not None for g in run.index.groups.values())
+        _place(run, self._rebalance_limit if self._roles else 0)
         result = run.result()
         run.close()
         run.index.adapter_specs = adapter_specs
@@ -122,14 +136,29 @@ class Scheduler:
         return result
 
 
-def _place(run: Run) -> None:
-    """Steps 2 to 5: place, preempt and settle; then repair and place again until nothing moves."""
+def _has_demand(adapters: Mapping[AdapterKey, AdapterDemand],
+                pods: Mapping[PodKey, PodCapacity]) -> bool:
+    return any(p.active_slots for p in pods.values()) and any(
+        a.demand_rps for a in adapters.values())
+
+
+def _place(run: Run, rebalance_limit: int) -> None:
+    """Steps 2 to 5: place, preempt and settle; then repair and place again until nothing moves;
+    then, with demand, rebalance (at most `rebalance_limit` moves) and place again."""
     run.place_missing()
+    _repair(run)
+    if rebalance_limit and rebalance(run, rebalance_limit):
+        # The moves freed room where they left: place and repair again.
+        run.place_again()
+        _repair(run)
+    run.certify_for_next_run()
+
+
+def _repair(run: Run) -> None:
     while repair_pass(run):
         # Repairs moved room around: place what fits now (certificates keep this cheap), then
         # look for repairs again. Each round places more, priority first, so this ends.
         run.place_again()
-    run.certify_for_next_run()
 
 
 def schedule(

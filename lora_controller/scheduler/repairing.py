@@ -48,7 +48,7 @@ def repair_pass(run: Run) -> bool:
     adapters = run.index.adapters
     order = sorted(
         (adapters[k] for k in run.index.short),
-        key=lambda a: (-a.prio, LAST_ROUND if a.fill else len(a.pods), -a.mem, a.key),
+        key=lambda a: (-a.prio, LAST_ROUND if a.fill else len(a.pods), -a.q, -a.mem, a.key),
     )
     repaired = False
     stuck: set[AdapterKey] = set()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 
 from lora_controller.scheduler.explaining import explain, reasons_for
-from lora_controller.scheduler.finding import find
+from lora_controller.scheduler.heat import find_demand
 from lora_controller.scheduler.index import Index
 from lora_controller.scheduler.model import (
     AdapterKey,
@@ -52,9 +52,10 @@ ADDED = 1 << 62
 """Event priority of a pod that was added: it helps every adapter."""
 _ADDED_FLOOR = -(1 << 62)
 
-HeapItem = tuple[int, int, int, AdapterKey, int, AdapterState]
-"""(-priority, round, -memory, key, sequence, adapter): the placing order; keys and sequence
-numbers are unique, so the adapter itself is never compared."""
+HeapItem = tuple[int, int, float, int, AdapterKey, int, AdapterState]
+"""(-priority, round, -demand per replica, -memory, key, sequence, adapter): the placing order
+(demand is 0 without demand, heat.py); keys and sequence numbers are unique, so the adapter itself
+is never compared."""
 
 
 class Run:
@@ -62,8 +63,8 @@ class Run:
 
     __slots__ = (
         "changed", "events", "evicted", "evictors", "heap", "index", "initially_short",
-        "marked_cert", "marked_preempted", "marked_repair", "moves", "preemptions", "rebuilt",
-        "removed", "seq", "spread",
+        "marked_cert", "marked_preempted", "marked_repair", "moves", "preemptions", "rebalanced",
+        "rebuilt", "removed", "seq", "spread",
     )
 
     def __init__(self, index: Index, *, spread: bool, rebuilt: bool) -> None:
@@ -81,6 +82,7 @@ class Run:
         self.initially_short: set[AdapterKey] = set()
         self.preemptions: list[Preemption] = []
         self.moves: list[Move] = []
+        self.rebalanced: list[Move] = []
         # (adapter, pod) of replicas placed by evicting others in this run: never moved away.
         self.evictors: set[tuple[AdapterKey, PodKey]] = set()
         self.evicted = False
@@ -105,7 +107,9 @@ class Run:
         ]:
             self.seq += 1
             round_ = LAST_ROUND if adapter.fill else len(adapter.pods)
-            heap.append((-adapter.prio, round_, -adapter.mem, adapter.key, self.seq, adapter))
+            heap.append(
+                (-adapter.prio, round_, -adapter.q, -adapter.mem, adapter.key, self.seq, adapter)
+            )
         heapq.heapify(heap)
         self._drain_and_settle()
 
@@ -146,7 +150,8 @@ class Run:
         self.seq += 1
         round_ = LAST_ROUND if adapter.fill else len(adapter.pods)
         heapq.heappush(
-            self.heap, (-adapter.prio, round_, -adapter.mem, adapter.key, self.seq, adapter)
+            self.heap,
+            (-adapter.prio, round_, -adapter.q, -adapter.mem, adapter.key, self.seq, adapter),
         )
 
     def _drain(self) -> None:
@@ -218,7 +223,7 @@ class Run:
         if adapter.cert_at is not None and not self._helped_pods(adapter):
             self._certify(adapter)
             return
-        pod = find(adapter, self.spread)
+        pod = find_demand(adapter, self.spread)
         if pod is None:
             target = preemption_target(adapter)
             if target is None:
@@ -310,6 +315,7 @@ class Run:
                 e for e in self.preemptions if e.pod not in index.adapters[e.victim].pods
             ),
             moves=tuple(self.moves),
+            rebalanced=tuple(self.rebalanced),
         )
 
     def _unplaced(self) -> dict[AdapterKey, Shortfall]:

@@ -33,9 +33,9 @@ class PodState:
     """One pod and what is placed on it now."""
 
     __slots__ = (
-        "base_model", "capacity_total", "entry", "free_mem", "free_slots", "full_entry", "group",
-        "hosted", "key", "klass", "max_rank", "node", "prio_count", "prio_max", "prio_mem", "ready",
-        "spec", "zone",
+        "active", "base_model", "capacity_total", "clean", "entry", "free_mem", "free_slots",
+        "full_entry", "group", "hosted", "key", "klass", "max_rank", "node", "prio_count",
+        "prio_max", "prio_mem", "ready", "spec", "zone",
     )
 
     def __init__(self, spec: PodCapacity, group: GroupState) -> None:
@@ -63,6 +63,13 @@ class PodState:
         self.entry: Entry | None = None
         self.full_entry: FullEntry | None = None
         self.klass: PodClass | None = None
+        # `--max-loras` (None: unknown), and whether heat.py made this pod clean for this run.
+        self.active = spec.active_slots
+        self.clean = False
+
+    def heat(self) -> float:
+        """The demand per replica of the adapters placed here, summed (heat.py)."""
+        return sum(a.q for a in self.hosted.values())
 
     @property
     def slots_total(self) -> int:
@@ -89,7 +96,7 @@ class GroupState:
 
     __slots__ = (
         "_by_rank", "_by_selector", "_classes_by_rank", "base_model", "capacities", "classes", "full",
-        "last_gain", "mem_by_rank", "pods", "prio_count",
+        "last_gain", "mem_by_rank", "pods", "prio_count", "theta",
     )
 
     def __init__(self, base_model: str) -> None:
@@ -111,6 +118,8 @@ class GroupState:
         self._classes_by_rank: dict[int, list[PodClass]] = {}
         # Per rank: (adapter memory capacity, key) of eligible pods, largest first (for reasons).
         self.capacities: dict[int, list[tuple[int, PodKey]]] = {}
+        # The demand per replica from which an adapter is hot; None: no roles (heat.py).
+        self.theta: float | None = None
 
     def add_pod(self, pod: PodState, *, live: bool) -> None:
         """Add a pod; `live` also indexes it (otherwise `build_index` does, once for all)."""
@@ -243,6 +252,7 @@ class AdapterState:
         "pods",
         "preempted",
         "prio",
+        "q",
         "rank",
         "repair_at",
         "wanted",
@@ -260,6 +270,7 @@ class AdapterState:
         self.fill = demand.replicas is None
         self.wanted = demand.replicas if demand.replicas is not None else 0
         self.eligible = demand.eligible_pods
+        self.q = demand.demand_rps / max(self.wanted, 1)
         if group is not None and self.mem > group.mem_by_rank.get(self.rank, -1):
             group.mem_by_rank[self.rank] = self.mem
         self.pods: dict[PodKey, PodState] = {}
