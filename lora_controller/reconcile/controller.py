@@ -92,7 +92,8 @@ class LoraController:
                                      options=source_options, clock=clock),
             store=store, writers=Writers(leader, is_leader=is_leader), lazy=self.lazy,
             clock=clock, timing=Timing(requeue_pending=config.requeue_pending,
-                                       resync=config.resync, action_wait=config.action_wait))
+                                       resync=config.resync, action_wait=config.action_wait),
+            wake=self.runner.enqueue)
         self.view = ControllerView(cache=self.cache, observer=self.observer,
                                    reconciler=self.reconciler, lazy=self.lazy,
                                    history=self.history, namespaces=config.namespaces)

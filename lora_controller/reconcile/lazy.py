@@ -40,6 +40,12 @@ class LazyLoads:
         self._enqueue(key.namespace)
         return fut
 
+    def deactivate(self, key: AdapterKey) -> None:
+        """The adapter is lazy again (scaled to zero): loaded only on the next ask."""
+        active = self._active.get(key.namespace)
+        if active is not None:
+            active.discard(key)
+
     def active(self, namespace: str) -> frozenset[AdapterKey]:
         return frozenset(self._active.get(namespace, ()))
 

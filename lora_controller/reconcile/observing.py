@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,9 +23,39 @@ from lora_controller.core.clock import Clock, RealClock
 from lora_controller.reconcile.pods import TargetPod
 from lora_controller.reconcile.refs import PodRef
 from lora_controller.vllm.client import VllmClient
+from lora_controller.vllm.endpoint import Endpoint
 from lora_controller.vllm.errors import VllmError
+from lora_controller.vllm.models import LoraRequestsInfo, parse_lora_requests_info
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Adapters a pod ran or queued lately, from vLLM's `vllm:lora_requests_info` (no counts:
+    vLLM reports which adapters were running or waiting, and when, not how many requests)."""
+
+    running: frozenset[str]
+    waiting: frozenset[str]
+    max_lora: int | None
+    at: float  # monotonic time of the read
+
+    @property
+    def slots_full(self) -> bool:
+        """Adapters wait while the pod's `--max-loras` slots are all taken: slot pressure."""
+        return bool(self.waiting) and self.max_lora is not None and \
+            len(self.running) >= self.max_lora
+
+
+def usage_of(series: Sequence[LoraRequestsInfo], *, now: float, wall: float,
+             horizon: float) -> Usage:
+    """The series current within `horizon` seconds of the pod's newest one (or of our clock,
+    whichever is later: an idle pod's newest series is old)."""
+    newest = max((s.timestamp for s in series), default=0.0)
+    recent = [s for s in series if s.timestamp >= max(newest, wall) - horizon]
+    return Usage(running=frozenset(n for s in recent for n in s.running),
+                 waiting=frozenset(n for s in recent for n in s.waiting),
+                 max_lora=next((s.max_lora for s in reversed(series) if s.max_lora), None), at=now)
 
 
 @dataclass(frozen=True)
@@ -75,6 +105,8 @@ class Observer:
         self._sem = asyncio.Semaphore(concurrency)
         self._inflight: dict[PodRef, asyncio.Task[Observation]] = {}
         self._by_adapter: dict[str, set[PodRef]] = {}  # adapter name -> pods listing it
+        self._usage: dict[PodRef, Usage] = {}
+        self.usage_namespaces: set[str] = set()  # pods whose /metrics are read for usage
         self.polls = 0
 
     # -- tracking ------------------------------------------------------------------------------
@@ -87,7 +119,12 @@ class Observer:
 
     def untrack(self, pod_key: PodRef) -> None:
         self._pods.pop(pod_key, None)
+        self._usage.pop(pod_key, None)
         self._index(pod_key, self._obs.pop(pod_key, None), None)
+
+    def usage(self, pod_key: PodRef) -> Usage | None:
+        """What the pod last reported of adapter use (None: not read, or not wanted)."""
+        return self._usage.get(pod_key)
 
     def pods_listing(self, adapter: str) -> list[PodRef]:
         """Pods whose latest `/v1/models` lists an adapter of this name (any root)."""
@@ -142,26 +179,40 @@ class Observer:
             task.add_done_callback(forget)
         return await asyncio.shield(task)
 
+    async def _read(self, pod: TargetPod) -> Observation:
+        now, wall = self.clock.monotonic(), self.clock.now()
+        endpoint = pod.endpoint
+        if endpoint is None:
+            return Observation(pod.ref, pod.identity, at=now, observed_at=wall,
+                               error="pod has no IP yet")
+        try:
+            models = await self.client.list_models(endpoint, call_timeout=self.call_timeout)
+        except VllmError as exc:
+            return Observation(pod.ref, pod.identity, at=now, observed_at=wall,
+                               error=f"cannot read /v1/models of pod {pod.name}: {exc.reason}")
+        if pod.namespace in self.usage_namespaces:
+            await self._read_usage(pod, endpoint, now, wall)
+        return Observation(pod.ref, pod.identity, adapters={a.id: a.root for a in models.adapters},
+                           base_models=tuple(b.id for b in models.base_models), at=now,
+                           observed_at=wall)
+
+    async def _read_usage(self, pod: TargetPod, endpoint: Endpoint, now: float,
+                          wall: datetime) -> None:
+        """What the pod's `/metrics` says of adapter use (only where demand matters)."""
+        try:
+            text = await self.client.metrics_text(endpoint, call_timeout=self.call_timeout)
+            series = parse_lora_requests_info(text)
+        except (VllmError, ValueError) as exc:
+            log.debug("pod metrics not read", pod=str(pod.ref), error=str(exc)[:200])
+            self._usage.pop(pod.ref, None)
+            return
+        self._usage[pod.ref] = usage_of(series, now=now, wall=wall.timestamp(),
+                                        horizon=2 * self.interval)
+
     async def _poll(self, pod: TargetPod) -> Observation:
         async with self._sem:
             self.polls += 1
-            endpoint = pod.endpoint
-            now, wall = self.clock.monotonic(), self.clock.now()
-            if endpoint is None:
-                obs = Observation(pod.ref, pod.identity, at=now, observed_at=wall,
-                                  error="pod has no IP yet")
-            else:
-                try:
-                    models = await self.client.list_models(endpoint, call_timeout=self.call_timeout)
-                    obs = Observation(
-                        pod.ref, pod.identity,
-                        adapters={a.id: a.root for a in models.adapters},
-                        base_models=tuple(b.id for b in models.base_models), at=now,
-                        observed_at=wall,
-                    )
-                except VllmError as exc:
-                    obs = Observation(pod.ref, pod.identity, at=now, observed_at=wall,
-                                      error=f"cannot read /v1/models of pod {pod.name}: {exc.reason}")
+            obs = await self._read(pod)
         if pod.ref not in self._pods:
             return obs
         before = self._obs.get(pod.ref)

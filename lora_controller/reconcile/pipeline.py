@@ -19,7 +19,7 @@ only writer (the work queue never runs one key twice at once, and lazy loads go 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -27,6 +27,7 @@ from lora_controller.api.types import LoraAdapter
 from lora_controller.core.clock import Clock
 from lora_controller.kube.runner import Result
 from lora_controller.reconcile.confirming import confirm
+from lora_controller.reconcile.demand import DemandSignals, short_of_slots
 from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState, discover_all
 from lora_controller.reconcile.dryrun import DryRun, dry_run
 from lora_controller.reconcile.executing import Outcome
@@ -34,9 +35,10 @@ from lora_controller.reconcile.finalizing import collect_store, ensure_finalizer
 from lora_controller.reconcile.lazy import LazyLoads, Verdict
 from lora_controller.reconcile.ledger import Ledger, after_round, read_ledger
 from lora_controller.reconcile.metrics import DRIFT_CORRECTIONS, observe_phases, observe_pod_usage
-from lora_controller.reconcile.placement import current_placement, desired_adapters, place
+from lora_controller.reconcile.observing import Usage
+from lora_controller.reconcile.placement import Demand, current_placement, desired_adapters, place
 from lora_controller.reconcile.planning import Load, Plan, bounded, plan
-from lora_controller.reconcile.refs import CrRef
+from lora_controller.reconcile.refs import CrRef, PodRef
 from lora_controller.reconcile.reporting import Reporter, Round, record_confirmations
 from lora_controller.reconcile.snapshot import (
     NamespaceCache,
@@ -47,14 +49,26 @@ from lora_controller.reconcile.snapshot import (
 from lora_controller.reconcile.staging import stage_placed
 from lora_controller.reconcile.state import NamespaceState
 from lora_controller.reconcile.wanting import select
-from lora_controller.reconcile.world import ownership
+from lora_controller.reconcile.world import Wanted, ownership
 from lora_controller.reconcile.writer import Writer, Writers
 from lora_controller.scheduler.model import AdapterKey
 from lora_controller.sources.model import DiscoveredAdapter
 from lora_controller.sources.store import AdapterStore
 
+QUIET_AFTER = 60.0
+"""Seconds without a router report after which router lookups count as demand again."""
+DEMAND_RECHECK = 15.0
+"""Seconds between reconciles of a namespace with demand-scaled adapters, events or not."""
 PENDING_AFTER = 1.0
 """A new resource whose discovery takes longer than this is shown as Pending meanwhile."""
+
+
+class Observing(PodReports, Protocol):
+    """What the pipeline needs of the observer: pod reports, and adapter use where wanted."""
+
+    usage_namespaces: set[str]
+
+    def usage(self, pod_key: PodRef) -> Usage | None: ...
 
 
 class Watches(Protocol):
@@ -73,9 +87,11 @@ class Timing:
 
 
 class NamespaceReconciler:
-    def __init__(self, *, cache: NamespaceCache, watches: Watches, observer: PodReports,
+    def __init__(self, *, cache: NamespaceCache, watches: Watches, observer: Observing,
                  discovery: DiscoveryCache, store: AdapterStore, writers: Writers,
-                 lazy: LazyLoads, clock: Clock, timing: Timing | None = None) -> None:
+                 lazy: LazyLoads, clock: Clock, timing: Timing | None = None,
+                 signals: DemandSignals | None = None,
+                 wake: Callable[[str], None] = lambda _namespace: None) -> None:
         self.cache = cache
         self.watches = watches
         self.observer = observer
@@ -83,6 +99,8 @@ class NamespaceReconciler:
         self.store = store
         self.writers = writers
         self.lazy = lazy
+        self.signals = signals or DemandSignals()
+        self.wake = wake  # enqueue a namespace (new demand)
         self.clock = clock
         self.timing = timing or Timing()
         self.reporter = Reporter()
@@ -138,7 +156,11 @@ class NamespaceReconciler:
                         namespace=snapshot.namespace, wanted=list(selection.wanted.values()),
                         ledger=state.ledger.entries)
         current = current_placement(snapshot, own, selection.wanted, state.schedule)
-        schedule = place(state, snapshot, selection.wanted, current)
+        schedule = place(state, snapshot, selection.wanted, current,
+                         self._demand(snapshot, selection.wanted))
+        for key, scaled in state.scaled.items():
+            if scaled.replicas == 0:  # scaled to zero: loaded again on the next ask
+                self.lazy.deactivate(key)
         state.selection, state.by_name = selection, selection.by_name()
         state.forget_pods({p.name for p in snapshot.pods})
         observe_pod_usage(schedule, selection.wanted, snapshot.pods)
@@ -163,6 +185,22 @@ class NamespaceReconciler:
     def _store_path(self, cr: LoraAdapter, adapter: DiscoveredAdapter) -> str:
         return str(self.store.path_for(namespace=cr.metadata.namespace, cr=cr.metadata.name,
                                        adapter=adapter.name, version=adapter.version))
+
+    def _demand(self, snapshot: NamespaceSnapshot, wanted: Mapping[AdapterKey, Wanted]) -> Demand:
+        """The signals of the namespace's demand-scaled adapters (none: nothing to read)."""
+        ns = snapshot.namespace
+        keys = {k for k, w in wanted.items() if w.cr.spec.deployment().demand_scaled()}
+        self.signals.forget_except(ns, keys)
+        if not keys:
+            self.observer.usage_namespaces.discard(ns)
+            return Demand()
+        self.observer.usage_namespaces.add(ns)  # read the pods' /metrics from now on
+        usage = [u for p in snapshot.pods if (u := self.observer.usage(p.ref)) is not None]
+        now = self.clock.monotonic()
+        rates = self.signals.rates(keys, usage, now=now, quiet_after=QUIET_AFTER)
+        self.signals.export(rates)
+        return Demand(rates=rates, short_of_slots=frozenset(short_of_slots(usage)),
+                      asked=frozenset(self.lazy.pending(ns)) & keys, now=now)
 
     async def _execute(self, writer: Writer, state: NamespaceState,
                        r: Round) -> tuple[Round, int]:
@@ -219,10 +257,10 @@ class NamespaceReconciler:
             return Result(requeue_after=max(0.05, next_try or self.timing.requeue_pending))
         if pending or self.lazy.pending(r.snapshot.namespace):
             return Result(requeue_after=self.timing.requeue_pending)
-        retry = [d.retry_in for d in r.discoveries.values() if d.problem is not None]
-        if retry:
-            return Result(requeue_after=min(retry))
-        return Result(requeue_after=self.timing.resync)
+        later = [d.retry_in for d in r.discoveries.values() if d.problem is not None]
+        if state.scaled:  # demand changes without events: look again soon (no write if steady)
+            later.append(DEMAND_RECHECK)
+        return Result(requeue_after=min([*later, self.timing.resync]))
 
 
 def lazy_verdict(r: Round, state: NamespaceState) -> Verdict:

@@ -10,14 +10,25 @@ why it lost its pod.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lora_controller.reconcile.planning import DesiredAdapter
 from lora_controller.reconcile.refs import PodRef
+from lora_controller.reconcile.scaling import scale
 from lora_controller.reconcile.snapshot import NamespaceSnapshot
 from lora_controller.reconcile.state import NamespaceState
-from lora_controller.reconcile.world import Ownership, Wanted, capacities, demands
+from lora_controller.reconcile.world import Ownership, Wanted, capacities, demands, eligible_sets
 from lora_controller.scheduler.model import AdapterKey, PodKey, Schedule
+
+
+@dataclass(frozen=True)
+class Demand:
+    """The round's demand signals, as the scale stage takes them (demand.py)."""
+
+    rates: Mapping[AdapterKey, float] = field(default_factory=dict)
+    short_of_slots: frozenset[str] = frozenset()  # adapter names waiting on a full pod
+    asked: frozenset[AdapterKey] = frozenset()  # lazy adapters a router asked for
+    now: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,11 +65,17 @@ def current_placement(snapshot: NamespaceSnapshot, own: Ownership,
 
 
 def place(state: NamespaceState, snapshot: NamespaceSnapshot, wanted: Mapping[AdapterKey, Wanted],
-          current: CurrentPlacement) -> Schedule:
-    """Place every wanted adapter of the namespace at once, and remember the evictions."""
+          current: CurrentPlacement, demand: Demand) -> Schedule:
+    """Scale demand-driven adapters, then place every wanted adapter of the namespace at once,
+    and remember the evictions."""
     wanted_models = {c.spec.base_model for c in snapshot.live}
+    eligible = eligible_sets(list(wanted.values()), snapshot.pods)
+    held = {key: len(pods) for key, pods in current.placement.items()}
+    state.scaled = scale(state.planner, wanted, eligible, held, demand.rates,
+                         short_of_slots=demand.short_of_slots, asked=demand.asked, now=demand.now)
     schedule = state.scheduler.schedule(
-        demands(list(wanted.values()), snapshot.pods),
+        demands(list(wanted.values()), snapshot.pods, eligible=eligible,
+                replicas={key: s.replicas for key, s in state.scaled.items()}),
         capacities(snapshot.pods, wanted_models=wanted_models, foreign=current.foreign),
         current.placement,
     )

@@ -143,8 +143,21 @@ def resource_status(cr: LoraAdapter, wanted: Sequence[Wanted], r: Round, state: 
     status = compute_status(reports=reports, generation=cr.metadata.generation, previous=cr.status,
                             now=now, source_problem=problem, discovery_note=note,
                             conflicts=r.selection.conflicts.get(CrRef.of(cr), []),
-                            discovered=found is not None)
+                            discovered=found is not None,
+                            scaling_note=scaling_note(cr, wanted, state))
     return status, reports
+
+
+def scaling_note(cr: LoraAdapter, wanted: Sequence[Wanted], state: NamespaceState) -> str:
+    """For a demand-scaled resource: each adapter's replica count (not its rate, which changes
+    all the time: status must not be rewritten for it; the router API has the rates)."""
+    if not cr.spec.deployment().demand_scaled():
+        return ""
+    counts = [(w.adapter.name, s.replicas) for w in wanted if (s := state.scaled.get(w.key))]
+    listed = ", ".join(f"{name}: {n}" for name, n in sorted(counts, key=lambda c: (-c[1], c[0]))[:20])
+    more = f" and {len(counts) - 20} more" if len(counts) > 20 else ""
+    return (f"replicas follow demand ({len(counts)} adapter(s)): {listed}{more}; rates and "
+            f"reasons: GET /v1/loraadapters/{cr.metadata.namespace}/{cr.metadata.name}")
 
 
 def _timestamp(now: datetime) -> str:

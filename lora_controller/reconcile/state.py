@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from lora_controller.reconcile.backoff import Backoff
 from lora_controller.reconcile.ledger import Ledger
 from lora_controller.reconcile.refs import CrRef
+from lora_controller.reconcile.scaling import Scaled
 from lora_controller.reconcile.status import AdapterReport
 from lora_controller.reconcile.wanting import Selection
 from lora_controller.reconcile.world import Wanted
 from lora_controller.scheduler import Scheduler
 from lora_controller.scheduler.model import AdapterKey, Preemption, Schedule
+from lora_controller.scheduler.scaling import ReplicaPlanner
 
 
 @dataclass
@@ -30,6 +32,8 @@ class NamespaceState:
     loaded_once: set[tuple[str, str]] = field(default_factory=set)  # (pod, adapter) seen confirmed
     preempted: dict[AdapterKey, Preemption] = field(default_factory=dict)  # victim -> eviction
     backoff: Backoff = field(default_factory=Backoff)
+    planner: ReplicaPlanner = field(default_factory=ReplicaPlanner)
+    scaled: dict[AdapterKey, Scaled] = field(default_factory=dict)  # demand-scaled: count, why
     ledger: Ledger | None = None  # None: not read yet
     ledger_read_acting: bool = False  # read while this replica led (a new leader reads it again)
 

@@ -142,7 +142,7 @@ def _ready_condition(t: _Tally, problem: SourceProblem | None) -> tuple[str, str
 
 def _conditions(t: _Tally, problem: SourceProblem | None, conflicts: Sequence[str],
                 discovery_note: str, previous: Sequence[Condition], generation: int | None,
-                now: str) -> list[Condition]:
+                now: str, scaling_note: str = "") -> list[Condition]:
     def cond(type: str, status: str, reason: str, message: str) -> Condition:
         return _condition(previous, type=type, status=status, reason=reason, message=message,
                           generation=generation, now=now)
@@ -165,6 +165,8 @@ def _conditions(t: _Tally, problem: SourceProblem | None, conflicts: Sequence[st
     if discovery_note:
         out.append(cond("Discovered", "True", "Capped" if "capped" in discovery_note else
                         "Discovered", discovery_note))
+    if scaling_note:
+        out.append(cond("Scaled", "True", "Demand", scaling_note))
     return out
 
 
@@ -178,6 +180,7 @@ def compute_status(
     discovery_note: str = "",
     conflicts: Sequence[str] = (),
     discovered: bool = True,
+    scaling_note: str = "",
 ) -> LoraAdapterStatus:
     """The whole status of one resource; `discovered` False: no discovery has completed yet."""
     reports = sorted(reports, key=lambda r: r.name)
@@ -202,7 +205,8 @@ def compute_status(
         pod_assignments=[PodAssignment(pod=pod, adapters=sorted(names)[:MAX_LIST])
                          for pod, names in sorted(per_pod.items())[:MAX_LIST]],
         conditions=_conditions(tally, source_problem, conflicts, discovery_note,
-                               previous.conditions if previous else [], generation, now),
+                               previous.conditions if previous else [], generation, now,
+                               scaling_note),
         observed_generation=generation,
         desired_count=len(reports),
         loaded_count=len(loaded),

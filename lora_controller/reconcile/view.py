@@ -9,13 +9,14 @@ namespace's reconcile to load a lazy adapter and waits for a pod to confirm it (
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from lora_controller.api.types import LoraAdapter
+from lora_controller.api.types import LabelSelector, LoraAdapter
 from lora_controller.reconcile.cache import ClusterCache
+from lora_controller.reconcile.demand import Reported
 from lora_controller.reconcile.dryrun import DryRun
 from lora_controller.reconcile.history import ActionRecord, EventRecord, History
 from lora_controller.reconcile.lazy import LazyLoads
@@ -24,7 +25,7 @@ from lora_controller.reconcile.pipeline import NamespaceReconciler
 from lora_controller.reconcile.pods import TargetPod
 from lora_controller.reconcile.refs import CrRef, PodRef
 from lora_controller.reconcile.state import NamespaceState
-from lora_controller.reconcile.world import Wanted, adapter_memory
+from lora_controller.reconcile.world import Wanted, adapter_memory, eligible_pods
 from lora_controller.scheduler.model import AdapterKey, PodKey
 
 
@@ -51,10 +52,29 @@ class AdapterInfo:
     placed: tuple[str, ...]  # pod names the scheduler chose
     confirmed: tuple[PodInfo, ...]  # pods whose `/v1/models` lists it with that path
     failures: tuple[str, ...] = ()  # why it is not served as desired (as in status)
+    demand_rps: float | None = None  # smoothed request rate (scaling mode Demand)
+    scaling: str | None = None  # why it has the replicas it has (mode Demand)
+    failed_pods: tuple[tuple[str, str], ...] = ()  # (pod, why its last load there failed)
 
     @property
     def key(self) -> AdapterKey:
         return AdapterKey(self.namespace, self.lora_adapter, self.name)
+
+
+@dataclass(frozen=True)
+class Placing:
+    """What the scheduler weighed for one adapter, so a person can be told why it is (not) placed."""
+
+    adapter: AdapterInfo
+    memory: int  # bytes it takes on a pod
+    rank: int | None
+    priority: int
+    preemption_policy: str
+    replicas: int | None  # None: every eligible pod
+    pod_selector: LabelSelector | None
+    eligible: tuple[str, ...]  # pods serving its base model that its podSelector matches
+    shortfall: tuple[str, ...]  # the scheduler's reason for each replica without a pod
+    preempted: str | None  # the eviction that took a replica away, in words
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,8 @@ class FleetView(Protocol):
 
     def lora_adapter(self, namespace: str, name: str) -> LoraAdapter | None: ...
 
+    def placing(self, adapter: AdapterInfo) -> Placing | None: ...
+
     def lora_adapters(self, namespace: str | None = None) -> list[LoraAdapter]: ...
 
     def recent_actions(self, namespace: str | None = None, limit: int = 100) -> list[ActionRecord]:
@@ -109,6 +131,11 @@ class FleetView(Protocol):
         ...
 
     async def ensure(self, adapter: AdapterInfo, *, timeout: float) -> list[PodInfo]: ...
+
+    def report_usage(self, namespace: str, counts: Mapping[str, int], *,
+                     window: float) -> Reported: ...
+
+    def note_lookup(self, adapter: AdapterInfo) -> None: ...
 
     async def dry_run(self, namespace: str, changes: Sequence[LoraAdapter]) -> DryRun: ...
 
@@ -141,11 +168,18 @@ class ControllerView:
     def _info(self, w: Wanted, state: NamespaceState) -> AdapterInfo:
         placed = state.schedule.placement.get(w.key, ()) if state.schedule else ()
         report = next((r for r in state.reports.get(w.ref, ()) if r.name == w.adapter.name), None)
+        scaled = state.scaled.get(w.key)
+        confirmed = tuple(self._confirmed(w))
+        names = {p.name for p in confirmed}
         return AdapterInfo(
             name=w.adapter.name, namespace=w.cr.metadata.namespace, lora_adapter=w.cr.metadata.name,
             base_model=w.cr.spec.base_model, path=w.path, version=w.adapter.version, lazy=w.lazy,
-            placed=tuple(placed), confirmed=tuple(self._confirmed(w)),
-            failures=tuple(report.failures) if report else ())
+            placed=tuple(placed), confirmed=confirmed,
+            failures=tuple(report.failures) if report else (),
+            demand_rps=round(scaled.rate, 3) if scaled else None,
+            scaling=scaled.reason if scaled else None,
+            failed_pods=tuple((p, why) for p in placed if p not in names
+                              and (why := state.last_errors.get((p, w.adapter.name)))))
 
     def _confirmed(self, w: Wanted) -> list[PodInfo]:
         out = []
@@ -212,6 +246,25 @@ class ControllerView:
     def lora_adapters(self, namespace: str | None = None) -> list[LoraAdapter]:
         return self.cache.crs(namespace)
 
+    def placing(self, adapter: AdapterInfo) -> Placing | None:
+        """The adapter's needs and limits as the last schedule of its namespace saw them."""
+        state = self.states.get(adapter.namespace)
+        w = state.selection.wanted.get(adapter.key) if state is not None else None
+        if state is None or w is None:
+            return None
+        sched, deploy = w.cr.spec.scheduling(), w.cr.spec.deployment()
+        short = state.schedule.unplaced.get(w.key) if state.schedule else None
+        evicted = state.preempted.get(w.key)
+        pods = [p for p in self.cache.pods(adapter.namespace) if p.served_models and p.lora_enabled]
+        return Placing(
+            adapter=adapter, memory=adapter_memory(w.cr, w.adapter), rank=w.adapter.rank,
+            priority=sched.priority, preemption_policy=sched.preemption_policy.value,
+            replicas=deploy.replicas, pod_selector=deploy.pod_selector,
+            eligible=tuple(sorted(eligible_pods(w.cr, pods))),
+            shortfall=short.reasons if short is not None else (),
+            preempted=(f"preempted on pod {evicted.pod} by {evicted.by.cr_ref} "
+                       f"(priority {evicted.by_priority})") if evicted is not None else None)
+
     def recent_actions(self, namespace: str | None = None, limit: int = 100) -> list[ActionRecord]:
         return self.history.actions(namespace, limit)
 
@@ -220,6 +273,19 @@ class ControllerView:
 
     async def dry_run(self, namespace: str, changes: Sequence[LoraAdapter]) -> DryRun:
         return await self.reconciler.dry_run(namespace, changes)
+
+    def report_usage(self, namespace: str, counts: Mapping[str, int], *,
+                     window: float) -> Reported:
+        state = self.states.get(namespace)
+        known = {name: [w.key for w in ws] for name, ws in state.by_name.items()} if state else {}
+        done = self.reconciler.signals.report(known, counts, window=window,
+                                              now=self.reconciler.clock.monotonic())
+        if done.accepted:  # place by the new demand soon, not at the next resync
+            self.reconciler.wake(namespace)
+        return done
+
+    def note_lookup(self, adapter: AdapterInfo) -> None:
+        self.reconciler.signals.lookup(adapter.key, self.reconciler.clock.monotonic())
 
     async def ensure(self, adapter: AdapterInfo, *, timeout: float) -> list[PodInfo]:
         """Have the adapter's namespace load it, and wait until a pod confirms it."""

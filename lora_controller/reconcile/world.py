@@ -135,17 +135,29 @@ def eligible_pods(cr: LoraAdapter, pods: Sequence[TargetPod]) -> frozenset[PodKe
                      if p.serves(cr.spec.base_model) and selector_matches(selector, p.labels))
 
 
-def demands(wanted: Sequence[Wanted], pods: Sequence[TargetPod]) -> list[AdapterDemand]:
-    """Scheduler demands: each adapter with its resource's priority, policy, replicas and pods.
+def eligible_sets(wanted: Sequence[Wanted],
+                  pods: Sequence[TargetPod]) -> dict[AdapterKey, frozenset[PodKey]]:
+    """Each adapter's eligible pods: one set object per resource (the scheduler caches per set)."""
+    per_cr: dict[CrRef, frozenset[PodKey]] = {}
+    out = {}
+    for w in wanted:
+        if w.ref not in per_cr:
+            per_cr[w.ref] = eligible_pods(w.cr, pods)
+        out[w.key] = per_cr[w.ref]
+    return out
 
-    One eligible set object per resource: the scheduler caches its pod lists per set object."""
+
+def demands(wanted: Sequence[Wanted], pods: Sequence[TargetPod], *,
+            replicas: Mapping[AdapterKey, int] | None = None,
+            eligible: Mapping[AdapterKey, frozenset[PodKey]] | None = None) -> list[AdapterDemand]:
+    """Scheduler demands: each adapter with its resource's priority, policy, replicas and pods;
+    `replicas` overrides the count of demand-scaled adapters."""
+    eligible = eligible if eligible is not None else eligible_sets(wanted, pods)
+    replicas = replicas or {}
     out: list[AdapterDemand] = []
-    eligible: dict[CrRef, frozenset[PodKey]] = {}
     for w in wanted:
         cr = w.cr
         sched = cr.spec.scheduling()
-        if w.ref not in eligible:
-            eligible[w.ref] = eligible_pods(cr, pods)
         out.append(AdapterDemand(
             key=w.key,
             base_model=cr.spec.base_model,
@@ -153,8 +165,8 @@ def demands(wanted: Sequence[Wanted], pods: Sequence[TargetPod]) -> list[Adapter
             rank=w.adapter.rank,
             priority=sched.priority,
             preemption_policy=sched.preemption_policy,
-            replicas=cr.spec.deployment().replicas,
-            eligible_pods=eligible[w.ref],
+            replicas=replicas.get(w.key, cr.spec.deployment().replicas),
+            eligible_pods=eligible[w.key],
         ))
     return out
 

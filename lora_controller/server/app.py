@@ -7,21 +7,22 @@ The router API is the contract routers rely on; its paths are fixed:
 - `GET /v1/adapters/{name}/pods[?namespace=N][&ensure=true]`: GetPodsForAdapter; `ensure=true`
   loads a lazy (`loadOnStartup: false`) adapter and answers once a pod confirms it.
 - `GET /v1/pods/{namespace}/{name}/adapters`: GetPodAdapters.
-- `GET /v1/loraadapters/{namespace}/{name}`: GetAdapterStatus.
+- `GET /v1/loraadapters/{namespace}/{name}`: GetAdapterStatus (with each demand-scaled adapter's
+  smoothed rate and why it has the replicas it has).
+- `POST /v1/usage`: routers report the requests they routed per adapter (usage.py).
 - `GET /metrics`, `/healthz`, `/readyz`, `/openapi.json`.
+- The fleet API (fleetapi.py: `GET /v1/fleet`, `/v1/fleet/adapters`, `/v1/adapters/{name}/why`,
+  `POST /v1/plan`) and the placement view at `GET /` (page.py).
 
 Answers come from the confirmed, observed placement (never from intent). Every replica serves it.
 Errors are JSON `{"error": {"reason", "message"}}`, with `Retry-After` where waiting helps. An
-optional bearer token protects `/v1/*`. A controller limited to some namespaces (`--namespace`)
+optional token protects `/v1/*` and the view (auth.py: a header, or the view's cookie for reads). A controller limited to some namespaces (`--namespace`)
 answers 404 `NamespaceNotServed` for any other namespace a request names, so that a router can tell
 "not here" from "does not exist".
 """
 
 from __future__ import annotations
 
-import hmac
-import json
-import re
 import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -31,7 +32,20 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from lora_controller.reconcile.view import AdapterInfo, EnsureFailed, FleetView, PodInfo
+from lora_controller.server.answers import NAME as _NAME
+from lora_controller.server.answers import NAMESPACE as _NAMESPACE
+from lora_controller.server.answers import ApiProblem
+from lora_controller.server.answers import bool_query as _bool_query
+from lora_controller.server.answers import error_answer as _error
+from lora_controller.server.answers import http_error as _http_error
+from lora_controller.server.answers import json_answer as _json
+from lora_controller.server.answers import path_param as _path
+from lora_controller.server.answers import query as _query
+from lora_controller.server.auth import authorized
+from lora_controller.server.fleetapi import FleetApi
 from lora_controller.server.openapi import OPENAPI
+from lora_controller.server.page import Page
+from lora_controller.server.usage import UsageApi
 
 log = structlog.get_logger(__name__)
 
@@ -41,79 +55,9 @@ ROUTER_SECONDS = Histogram("lora_controller_router_request_seconds",
                            "Router API request duration.", ["endpoint"],
                            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5))
 
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-MAX_QUERY = 512
 ENSURE_TIMEOUT = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiProblem(Exception):
-    def __init__(self, status: int, reason: str, message: str, *, retry_after: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
-                        content_type="application/json", headers=headers)
-
-
-def _error(problem: ApiProblem) -> web.Response:
-    headers = {"Retry-After": str(problem.retry_after)} if problem.retry_after else None
-    return _json({"error": {"reason": problem.reason, "message": problem.message}},
-                 problem.status, headers)
-
-
-def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
-    """aiohttp's own error (no route, wrong method) in the API's shape, its headers kept (Allow)."""
-    message = exc.text or exc.reason
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        message = (f"method {exc.method} is not allowed on {request.path[:200]}; "
-                   f"allowed: {', '.join(sorted(exc.allowed_methods))}")
-    headers = {k: v for k, v in exc.headers.items()
-               if k.lower() not in ("content-type", "content-length")}
-    return _json({"error": {"reason": exc.reason.replace(" ", ""), "message": message}},
-                 exc.status, headers)
-
-
-def _query(request: web.Request, name: str, pattern: re.Pattern[str] | None = None) -> str | None:
-    values = request.query.getall(name, [])
-    if not values:
-        return None
-    if len(values) > 1:
-        raise ApiProblem(400, "InvalidQuery", f"query parameter {name} given more than once")
-    value = values[0]
-    if not value or len(value) > MAX_QUERY:
-        raise ApiProblem(400, "InvalidQuery", f"query parameter {name} must be 1-{MAX_QUERY} characters")
-    if any(ch == "\ufffd" or ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ApiProblem(400, "InvalidQuery",
-                         f"query parameter {name} must be UTF-8 text without control characters")
-    if pattern is not None and not pattern.match(value):
-        raise ApiProblem(400, "InvalidQuery", f"query parameter {name}={value[:80]!r} is not valid")
-    return value
-
-
-def _bool_query(request: web.Request, name: str) -> bool:
-    value = _query(request, name)
-    if value is None:
-        return False
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise ApiProblem(400, "InvalidQuery", f"query parameter {name} must be true or false")
-
-
-def _path(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
-    value = request.match_info[name]
-    if not pattern.match(value):
-        raise ApiProblem(400, "InvalidPath", f"{name} {value[:80]!r} is not a valid name")
-    return value
 
 
 def pod_json(pod: PodInfo) -> dict[str, Any]:
@@ -139,6 +83,8 @@ class RouterApi:
         self.token = token
         self.is_leader = is_leader
         self.leader_url = leader_url
+        self.usage = UsageApi(view, is_leader=is_leader, leader_url=leader_url,
+                              served=self._served)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024)
@@ -146,10 +92,14 @@ class RouterApi:
         app.router.add_get("/v1/adapters/{name}/pods", self.adapter_pods)
         app.router.add_get("/v1/pods/{namespace}/{name}/adapters", self.pod_adapters)
         app.router.add_get("/v1/loraadapters/{namespace}/{name}", self.adapter_status)
+        app.router.add_post("/v1/usage", self.usage.post)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/openapi.json", self.openapi)
+        FleetApi(self.view, served=self._served, find=self._find,
+                 is_leader=self.is_leader).add_routes(app)
+        Page(self.token).add_routes(app)
         return app
 
     @web.middleware
@@ -158,10 +108,8 @@ class RouterApi:
         endpoint = route.canonical if route is not None else "unknown"
         started = time.perf_counter()
         try:
-            if self.token and request.path.startswith("/v1/"):
-                given = request.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                    raise ApiProblem(401, "Unauthorized", "a valid bearer token is required")
+            if request.path.startswith("/v1/") and not authorized(request, self.token):
+                raise ApiProblem(401, "Unauthorized", "a valid bearer token is required")
             response = await handler(request)
         except ApiProblem as problem:
             response = _error(problem)
@@ -221,6 +169,7 @@ class RouterApi:
         namespace = self._served(_query(request, "namespace", _NAMESPACE))
         ensure = _bool_query(request, "ensure")
         adapter = self._find(name, namespace)
+        self.view.note_lookup(adapter)  # a router's cache miss: a weak sign of demand
         pods = list(adapter.confirmed)
         if ensure and not pods:
             pods = await self._ensure(adapter)
@@ -267,6 +216,7 @@ class RouterApi:
         adapters = [{
             "name": a.name, "path": a.path, "version": a.version, "lazy": a.lazy,
             "placedPods": list(a.placed), "confirmedPods": [p.name for p in a.confirmed],
+            **({"demandRps": a.demand_rps, "scaling": a.scaling} if a.scaling else {}),
         } for a in self.view.adapters(namespace) if a.lora_adapter == name]
         status = cr.status.model_dump(mode="json", by_alias=True, exclude_none=True) if cr.status else {}
         return _json({"name": name, "namespace": namespace, "baseModel": cr.spec.base_model,

@@ -304,3 +304,68 @@ async def test_what_a_source_skips_is_said_in_status(world: World, tmp_path: Pat
     discovered = next(c for c in world.writer.last_status("a").conditions
                       if c.type == "Discovered")
     assert "sneaky" in discovered.message, discovered.message
+
+
+def demand_spec(**scaling: object) -> dict[str, object]:
+    return {"deploymentConfig": {"scaling": {"mode": "Demand", **scaling}}}
+
+
+def report(world: World, counts: dict[str, int], window: float = 10.0) -> None:
+    state = world.reconciler.states[NS]
+    known = {name: [w.key for w in ws] for name, ws in state.by_name.items()}
+    world.reconciler.signals.report(known, counts, window=window, now=world.clock.monotonic())
+
+
+async def test_demand_scales_replicas_up_at_once_and_down_slowly(
+        world: World, tmp_path: Path) -> None:
+    for name in ("p1", "p2", "p3"):
+        await world.add_pod(name)
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["hot", "cold"]),
+                          **demand_spec(minReplicas=1, maxReplicas=3, targetRequestsPerSecond=5)))
+    await world.reconcile()
+    placement = world.reconciler.states[NS].schedule.placement  # type: ignore[union-attr]
+    assert len(placement[AdapterKey(NS, "a", "hot")]) == 1, "no demand yet: minReplicas"
+    report(world, {"hot": 400, "cold": 2, "unknown": 50})
+    await world.clock.advance(1)
+    await world.reconcile()
+    state = world.reconciler.states[NS]
+    hot, cold = AdapterKey(NS, "a", "hot"), AdapterKey(NS, "a", "cold")
+    assert state.scaled[hot].replicas == 3 and "maxReplicas 3" in state.scaled[hot].reason
+    assert state.scaled[cold].replicas == 1
+    assert sum("hot" in world.loaded(p) for p in ("p1", "p2", "p3")) == 3
+    scaled = next(c for c in world.writer.last_status("a").conditions if c.type == "Scaled")
+    assert "hot: 3" in scaled.message and "req/s" not in scaled.message
+    writes = len(world.writer.statuses)
+    for _ in range(5):  # steady demand: steady placement, no status write
+        report(world, {"hot": 400, "cold": 2})
+        await world.clock.advance(10)
+        await world.reconcile()
+    assert len(world.writer.statuses) == writes and state.scaled[hot].replicas == 3
+    history = []
+    for _ in range(30):  # demand stops; reconciles as often as the controller does them
+        requeue = await world.reconcile()
+        assert requeue is not None and requeue <= 15, "demand-scaled namespaces are looked at often"
+        history.append(state.scaled[hot].replicas)
+        await world.clock.advance(15)
+    assert history[:8] == [3] * 8, f"down only after the stabilization delay: {history}"
+    assert history[-1] == 1 and history == sorted(history, reverse=True), history
+    assert sum("hot" in world.loaded(p) for p in ("p1", "p2", "p3")) == 1
+
+
+async def test_a_lazy_adapter_scales_to_zero_and_comes_back_on_ask(
+        world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    spec = demand_spec(minReplicas=0, maxReplicas=2)
+    spec["deploymentConfig"]["loadOnStartup"] = False  # type: ignore[index]
+    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["z"]), **spec))
+    await world.reconcile()
+    key = AdapterKey(NS, "a", "z")
+    assert world.reconciler.states[NS].scaled[key].replicas == 0
+    asked = world.lazy.request(key)
+    await world.reconcile()
+    assert await asked is None and "z" in world.loaded("p1")
+    for _ in range(3):
+        await world.clock.advance(60)
+        await world.reconcile()
+    assert world.reconciler.states[NS].scaled[key].replicas == 0
+    assert "z" not in world.loaded("p1"), "idle past the delay: unloaded"
