@@ -24,11 +24,12 @@ from lora_controller.reconcile.placement import (
 )
 from lora_controller.reconcile.planning import Plan, plan
 from lora_controller.reconcile.refs import CrRef
+from lora_controller.reconcile.scaling import Scaled
 from lora_controller.reconcile.snapshot import NamespaceSnapshot
 from lora_controller.reconcile.wanting import Selection, StorePath, select
 from lora_controller.reconcile.world import capacities, demands, ownership
 from lora_controller.scheduler import Scheduler
-from lora_controller.scheduler.model import Schedule
+from lora_controller.scheduler.model import AdapterKey, Schedule
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,10 @@ def with_changes(snapshot: NamespaceSnapshot, changes: Sequence[LoraAdapter]) ->
 
 async def dry_run(snapshot: NamespaceSnapshot, changes: Sequence[LoraAdapter], *,
                   discovery: DiscoveryCache, store_root: str, store_path: StorePath,
-                  previous: Schedule | None, ledger: Ledger | None) -> DryRun:
-    """Discover, select, place and plan `changes` against `snapshot`; nothing is written."""
+                  previous: Schedule | None, ledger: Ledger | None,
+                  scaled: Mapping[AdapterKey, Scaled] | None = None) -> DryRun:
+    """Discover, select, place and plan `changes` against `snapshot`; nothing is written.
+    Demand-scaled adapters keep the replicas the last reconcile gave them (`scaled`)."""
     snapshot = with_changes(snapshot, changes)
     changed = {c.metadata.name for c in changes}
     scratch = DiscoveryCache(secrets=discovery.secrets, ttl=0, options=discovery.options,
@@ -69,7 +72,9 @@ async def dry_run(snapshot: NamespaceSnapshot, changes: Sequence[LoraAdapter], *
     current = current_placement(snapshot, own, selection.wanted, previous)
     wanted_models = {c.spec.base_model for c in snapshot.live}
     schedule = Scheduler().schedule(
-        demands(list(selection.wanted.values()), snapshot.pods),
+        demands(list(selection.wanted.values()), snapshot.pods,
+                replicas={k: s.replicas for k, s in (scaled or {}).items()},
+                rates={k: s.rate for k, s in (scaled or {}).items()}),
         capacities(snapshot.pods, wanted_models=wanted_models, foreign=current.foreign),
         current.placement)
     desired = desired_adapters(schedule, selection.wanted, skip={}, active=frozenset())

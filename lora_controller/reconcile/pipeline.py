@@ -180,7 +180,7 @@ class NamespaceReconciler:
             state.ledger = await read_ledger(self.store.root, namespace)
         return await dry_run(snapshot, changes, discovery=self.discovery,
                              store_root=str(self.store.root), store_path=self._store_path,
-                             previous=state.schedule, ledger=state.ledger)
+                             previous=state.schedule, ledger=state.ledger, scaled=state.scaled)
 
     def _store_path(self, cr: LoraAdapter, adapter: DiscoveredAdapter) -> str:
         return str(self.store.path_for(namespace=cr.metadata.namespace, cr=cr.metadata.name,

@@ -75,7 +75,8 @@ def place(state: NamespaceState, snapshot: NamespaceSnapshot, wanted: Mapping[Ad
                          short_of_slots=demand.short_of_slots, asked=demand.asked, now=demand.now)
     schedule = state.scheduler.schedule(
         demands(list(wanted.values()), snapshot.pods, eligible=eligible,
-                replicas={key: s.replicas for key, s in state.scaled.items()}),
+                replicas={key: s.replicas for key, s in state.scaled.items()},
+                rates={key: s.rate for key, s in state.scaled.items()}),
         capacities(snapshot.pods, wanted_models=wanted_models, foreign=current.foreign),
         current.placement,
     )

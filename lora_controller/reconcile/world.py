@@ -149,11 +149,14 @@ def eligible_sets(wanted: Sequence[Wanted],
 
 def demands(wanted: Sequence[Wanted], pods: Sequence[TargetPod], *,
             replicas: Mapping[AdapterKey, int] | None = None,
+            rates: Mapping[AdapterKey, float] | None = None,
             eligible: Mapping[AdapterKey, frozenset[PodKey]] | None = None) -> list[AdapterDemand]:
     """Scheduler demands: each adapter with its resource's priority, policy, replicas and pods;
-    `replicas` overrides the count of demand-scaled adapters."""
+    `replicas` and `rates` are those of demand-scaled adapters (others: as the resource says,
+    and no rate, so that their placement is exactly what it was before demand existed)."""
     eligible = eligible if eligible is not None else eligible_sets(wanted, pods)
     replicas = replicas or {}
+    rates = rates or {}
     out: list[AdapterDemand] = []
     for w in wanted:
         cr = w.cr
@@ -167,6 +170,7 @@ def demands(wanted: Sequence[Wanted], pods: Sequence[TargetPod], *,
             preemption_policy=sched.preemption_policy,
             replicas=replicas.get(w.key, cr.spec.deployment().replicas),
             eligible_pods=eligible[w.key],
+            demand_rps=rates.get(w.key, 0.0),
         ))
     return out
 
@@ -193,6 +197,7 @@ def capacities(pods: Sequence[TargetPod], *, wanted_models: set[str],
             node=p.node,
             zone=p.zone,
             reserved_slots=min(foreign.get(p.name, 0), p.slots),
+            active_slots=p.max_loras,
         )
         for p in pods
         if p.served_models and p.lora_enabled
