@@ -96,15 +96,18 @@ class KubeClient:
 
     @classmethod
     async def from_config(
-        cls, *, kubeconfig: str | None = None, timeout: float = DEFAULT_TIMEOUT, pool_size: int = 32
+        cls, *, kubeconfig: str | None = None, timeout: float = DEFAULT_TIMEOUT, pool_size: int = 32,
+        context: str | None = None,
     ) -> KubeClient:
-        """From a kubeconfig file when given (or $KUBECONFIG), else the in-cluster service account."""
+        """From a kubeconfig file when given (or $KUBECONFIG), else the in-cluster service account;
+        `context` picks a kubeconfig context other than its current one."""
         cfg = k8s_client.Configuration()
         import os
 
         path = kubeconfig or os.environ.get("KUBECONFIG")
         if path:
-            await k8s_config.load_kube_config(config_file=path, client_configuration=cfg)
+            await k8s_config.load_kube_config(config_file=path, client_configuration=cfg,
+                                              context=context)
         else:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         cfg.connection_pool_maxsize = pool_size
@@ -126,6 +129,7 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         timeout: aiohttp.ClientTimeout,
+        headers: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         params = [(k, str(v).lower() if isinstance(v, bool) else str(v))
                   for k, v in (query or {}).items()]
@@ -133,7 +137,8 @@ class KubeClient:
         try:
             resp = await self.api.call_api(
                 path, method, query_params=params,
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                header_params={**(headers or {}), "Content-Type": content_type,
+                               "Accept": "application/json"},
                 body=body, auth_settings=["BearerToken"], _preload_content=False,
                 _request_timeout=timeout,
             )
@@ -156,11 +161,12 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> JSON:
         total = timeout or self.timeout
         ctimeout = aiohttp.ClientTimeout(total=total)
         resp = await self._send(method, path, query=query, body=body, content_type=content_type,
-                                timeout=ctimeout)
+                                timeout=ctimeout, headers=headers)
         try:
             async with asyncio.timeout(total):
                 data = await resp.read()
