@@ -189,6 +189,11 @@ def _tuning_flags(parser: argparse.ArgumentParser) -> None:
     f("--discovery-ttl", "seconds a source listing is reused before it is read again",
       type=Seconds(0, 604800), default="300")
     f("--load-concurrency", "concurrent adapter loads per pod", type=Count(1, 256), default="4")
+    f("--action-wait", "seconds a reconcile waits for its loads before it moves on (they go on "
+      "in the background)", type=Seconds(0.1, 600), default="10")
+    f("--scale-down-delay", "seconds a lower replica count must be what demand asks for, "
+      "throughout, before replicas of a demand-scaled adapter are removed",
+      type=Seconds(1, 86400), default="120")
     f("--vllm-timeout", "seconds a call to a vLLM pod other than a load may take",
       type=Seconds(0.1, 600), default="10")
     f("--load-timeout", "seconds one adapter load may take",

@@ -90,6 +90,7 @@ async def _build(args: argparse.Namespace, resources: contextlib.AsyncExitStack)
     config = ControllerConfig(
         namespaces=args.namespaces, workers=args.workers, resync=args.resync,
         poll_interval=args.poll_interval, discovery_ttl=args.discovery_ttl, identity=identity,
+        action_wait=args.action_wait, scale_down_delay=args.scale_down_delay,
     )
     controller = LoraController(kube, vllm, store, config, is_leader=may_write)
     if args.leader_elect:

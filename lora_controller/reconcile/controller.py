@@ -61,6 +61,7 @@ class ControllerConfig:
     requeue_pending: float = 2.0
     action_wait: float = 10.0  # a reconcile waits this long for its loads (they go on after)
     shutdown_grace: float = 20.0  # loads in flight at shutdown get this long, then are cancelled
+    scale_down_delay: float = 120.0  # demand-scaled replicas are removed only after this long
 
 
 class LoraController:
@@ -93,7 +94,7 @@ class LoraController:
             store=store, writers=Writers(leader, is_leader=is_leader), lazy=self.lazy,
             clock=clock, timing=Timing(requeue_pending=config.requeue_pending,
                                        resync=config.resync, action_wait=config.action_wait),
-            wake=self.runner.enqueue)
+            wake=self.runner.enqueue, scale_down_delay=config.scale_down_delay)
         self.view = ControllerView(cache=self.cache, observer=self.observer,
                                    reconciler=self.reconciler, lazy=self.lazy,
                                    history=self.history, namespaces=config.namespaces)

@@ -32,8 +32,6 @@ MAX_REPORTED = 1_000
 """Adapters one usage report may name."""
 LOOKUP_WEIGHT = 1.0
 """Requests a lookup stands for (at least the one that missed the router's cache)."""
-IN_USE_RPS = 0.01
-"""The least rate of an adapter a pod ran lately: in use, so never scaled to zero."""
 
 DEMAND = Gauge("lora_controller_adapter_demand_requests_per_second",
                "Smoothed request rate of an adapter (router reports, lookups, pods' reports).",
@@ -76,15 +74,10 @@ class DemandSignals:
             return reported
         return max(reported, self.lookups.rate(key, now))
 
-    def rates(self, keys: Iterable[AdapterKey], usage: Iterable[Usage], *, now: float,
+    def rates(self, keys: Iterable[AdapterKey], *, now: float,
               quiet_after: float) -> dict[AdapterKey, float]:
-        """The rate of each of `keys`, raised to `IN_USE_RPS` for adapters a pod ran lately."""
-        running = {name for u in usage for name in u.running | u.waiting}
-        out = {}
-        for key in keys:
-            value = self.rate(key, now, quiet_after=quiet_after)
-            out[key] = max(value, IN_USE_RPS) if key.name in running else value
-        return out
+        """The rate of each of `keys` (see `rate`)."""
+        return {key: self.rate(key, now, quiet_after=quiet_after) for key in keys}
 
     def forget_except(self, namespace: str, keep: set[AdapterKey]) -> None:
         """Drop what concerned adapters of `namespace` that are no longer wanted."""
@@ -103,6 +96,11 @@ class DemandSignals:
         for key, value in rates.items():
             DEMAND.labels(key.namespace, key.cr, key.name).set(round(value, 4))
             self._exported.add(key)
+
+
+def in_use(usage: Iterable[Usage]) -> set[str]:
+    """Adapter names a pod ran or queued lately: in use, so never scaled to zero."""
+    return {name for u in usage for name in u.running | u.waiting}
 
 
 def short_of_slots(usage: Iterable[Usage]) -> set[str]:

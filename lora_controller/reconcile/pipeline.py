@@ -27,7 +27,7 @@ from lora_controller.api.types import LoraAdapter
 from lora_controller.core.clock import Clock
 from lora_controller.kube.runner import Result
 from lora_controller.reconcile.confirming import confirm
-from lora_controller.reconcile.demand import DemandSignals, short_of_slots
+from lora_controller.reconcile.demand import DemandSignals, in_use, short_of_slots
 from lora_controller.reconcile.discovering import DiscoveryCache, DiscoveryState, discover_all
 from lora_controller.reconcile.dryrun import DryRun, dry_run
 from lora_controller.reconcile.executing import Outcome
@@ -52,6 +52,7 @@ from lora_controller.reconcile.wanting import select
 from lora_controller.reconcile.world import Wanted, ownership
 from lora_controller.reconcile.writer import Writer, Writers
 from lora_controller.scheduler.model import AdapterKey
+from lora_controller.scheduler.scaling import DEFAULT_SCALE_DOWN_DELAY, ReplicaPlanner
 from lora_controller.sources.model import DiscoveredAdapter
 from lora_controller.sources.store import AdapterStore
 
@@ -91,7 +92,8 @@ class NamespaceReconciler:
                  discovery: DiscoveryCache, store: AdapterStore, writers: Writers,
                  lazy: LazyLoads, clock: Clock, timing: Timing | None = None,
                  signals: DemandSignals | None = None,
-                 wake: Callable[[str], None] = lambda _namespace: None) -> None:
+                 wake: Callable[[str], None] = lambda _namespace: None,
+                 scale_down_delay: float = DEFAULT_SCALE_DOWN_DELAY) -> None:
         self.cache = cache
         self.watches = watches
         self.observer = observer
@@ -104,6 +106,7 @@ class NamespaceReconciler:
         self.clock = clock
         self.timing = timing or Timing()
         self.reporter = Reporter()
+        self.scale_down_delay = scale_down_delay
         self.states: dict[str, NamespaceState] = {}
 
     async def reconcile(self, namespace: str) -> Result:
@@ -112,7 +115,8 @@ class NamespaceReconciler:
         if not self.watches.synced(namespace):
             return Result(requeue_after=0.2)
         writer = self.writers.current()
-        state = self.states.setdefault(namespace, NamespaceState())
+        state = self.states.get(namespace) or self.states.setdefault(
+            namespace, NamespaceState(planner=ReplicaPlanner(self.scale_down_delay)))
         snapshot = await take_snapshot(self.cache, self.observer, namespace)
         await ensure_finalizers(writer, snapshot.live)
         r = await self._decide(writer, state, snapshot)
@@ -197,9 +201,10 @@ class NamespaceReconciler:
         self.observer.usage_namespaces.add(ns)  # read the pods' /metrics from now on
         usage = [u for p in snapshot.pods if (u := self.observer.usage(p.ref)) is not None]
         now = self.clock.monotonic()
-        rates = self.signals.rates(keys, usage, now=now, quiet_after=QUIET_AFTER)
+        rates = self.signals.rates(keys, now=now, quiet_after=QUIET_AFTER)
         self.signals.export(rates)
         return Demand(rates=rates, short_of_slots=frozenset(short_of_slots(usage)),
+                      in_use=frozenset(in_use(usage)),
                       asked=frozenset(self.lazy.pending(ns)) & keys, now=now)
 
     async def _execute(self, writer: Writer, state: NamespaceState,

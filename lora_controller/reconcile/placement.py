@@ -27,6 +27,7 @@ class Demand:
 
     rates: Mapping[AdapterKey, float] = field(default_factory=dict)
     short_of_slots: frozenset[str] = frozenset()  # adapter names waiting on a full pod
+    in_use: frozenset[str] = frozenset()  # adapter names pods ran or queued lately
     asked: frozenset[AdapterKey] = frozenset()  # lazy adapters a router asked for
     now: float = 0.0
 
@@ -72,7 +73,8 @@ def place(state: NamespaceState, snapshot: NamespaceSnapshot, wanted: Mapping[Ad
     eligible = eligible_sets(list(wanted.values()), snapshot.pods)
     held = {key: len(pods) for key, pods in current.placement.items()}
     state.scaled = scale(state.planner, wanted, eligible, held, demand.rates,
-                         short_of_slots=demand.short_of_slots, asked=demand.asked, now=demand.now)
+                         short_of_slots=demand.short_of_slots, asked=demand.asked | {
+                             k for k in wanted if k.name in demand.in_use}, now=demand.now)
     schedule = state.scheduler.schedule(
         demands(list(wanted.values()), snapshot.pods, eligible=eligible,
                 replicas={key: s.replicas for key, s in state.scaled.items()},

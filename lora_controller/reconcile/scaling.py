@@ -64,7 +64,7 @@ def scale(planner: ReplicaPlanner, wanted: Mapping[AdapterKey, Wanted],
         rate = rates.get(key, 0.0)
         if key.name in short_of_slots:  # waiting for a slot: one replica more than held
             rate = max(rate, (held.get(key, 0) + 1) * sc.target_rps)
-        if key in asked:
+        if key in asked:  # asked for, or running on a pod: in use, never scaled to zero
             rate = max(rate, 1.0 / planner.scale_down_delay + 1e-6)
         effective[key] = rate
     if not scaling:
