@@ -110,6 +110,7 @@ async def test_adapters_follow_demand(
                                what="hot-1 on 3 pods", resources=names)
             assert took <= 2 * POLL + 3, took  # two poll intervals, plus a reconcile's work
             code, body = await ctl.get(f"/v1/loraadapters/{cluster.namespace}/demand")
+            assert code == 200, body
             hot = next(a for a in body["adapters"] if a["name"] == "hot-1")
             assert hot["demandRps"] > 2 and "maxReplicas 3" in hot["scaling"], hot
             assert "hot-1: 3" in next(c["message"] for c in body["status"]["conditions"]
