@@ -17,7 +17,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from lora_controller.server.auth import COOKIE, authorized, set_session
+from lora_controller.server.auth import COOKIE, authorized, set_session, token_matches
 
 STATIC = resources.files("lora_controller.server") / "static"
 TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
@@ -50,16 +50,16 @@ class Page:
         app.router.add_post("/logout", self.logout)
         app.router.add_get("/static/{file}", self.static)
 
-    def _html(self, name: str, status: int = 200, failed: bool = False) -> web.Response:
+    def _html(self, name: str, failed: bool = False) -> web.Response:
         text = self.files[name].decode()
         if failed:
             text = text.replace(FAILED_MARK, FAILED_TEXT)
-        return web.Response(text=text, status=status, content_type="text/html",
+        return web.Response(text=text, content_type="text/html",
                             headers=SECURITY_HEADERS)
 
     async def index(self, request: web.Request) -> web.Response:
         if not authorized(request, self.token):
-            return self._html("login.html", 401)
+            return self._html("login.html")  # a form, not an error: browsers log 4xx pages
         return self._html("index.html")
 
     async def login(self, request: web.Request) -> web.Response:
@@ -68,8 +68,8 @@ class Page:
         form = await request.post()
         given = form.get("token")
         token = given.strip() if isinstance(given, str) else ""
-        if not token or not authorized(_with_bearer(request, token), self.token):
-            return self._html("login.html", 401, failed=True)
+        if not token or not token_matches(token, self.token):
+            return self._html("login.html", failed=True)
         response = _see_other()
         set_session(response, self.token, secure=request.secure)
         return response
@@ -92,11 +92,3 @@ class Page:
 def _see_other() -> web.Response:
     """Back to the page (relative: right under a proxy prefix too)."""
     return web.Response(status=303, headers={"Location": "./", "Cache-Control": "no-store"})
-
-
-def _with_bearer(request: web.Request, token: str) -> web.Request:
-    """The request as if it carried `token` in its Authorization header (to check a form's token
-    with the one comparison every other path uses)."""
-    headers = request.headers.copy()
-    headers["Authorization"] = f"Bearer {token}"
-    return request.clone(headers=headers)

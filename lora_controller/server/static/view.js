@@ -100,7 +100,10 @@
       const phase = el("span", "phase-" + (c.phase || "none"), c.phase || "—");
       const failed = list(c.failedAdapters.map((f) => ["reason", `${f.name}: ${f.reason}`]));
       if (c.failedCount > c.failedAdapters.length) failed.appendChild(el("li", "muted", `… ${c.failedCount} in all`));
-      const conds = list(c.conditions.map((k) => [k.status === "True" ? "" : "muted", `${k.type}=${k.status} ${k.reason}${k.message ? ": " + k.message : ""}`]));
+      const conds = list(c.conditions.map((k) => {
+        const bad = k.type === "Ready" || k.type === "Discovered" ? k.status !== "True" : k.type !== "Progressing" && k.status === "True";
+        return [bad ? "reason" : "muted", `${k.type}=${k.status}` + (bad ? ` ${k.reason}: ${k.message}` : "")];
+      }));
       const tr = row([c.namespace, c.name, c.baseModel, phase, `${c.loadedCount} / ${c.desiredCount}`, failed, conds]);
       tr.dataset.resource = c.namespace + "/" + c.name;
       body.appendChild(tr);
