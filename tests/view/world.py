@@ -25,7 +25,14 @@ from lora_controller.devenv.adapters import write_adapter
 from lora_controller.devenv.cluster import Cluster, wait_all_ready
 from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.devenv.controlplane import ControlPlane
-from lora_controller.devenv.demo import BUCKET, MODEL, S3_ADAPTERS, fill_bucket, resources, start_moto
+from lora_controller.devenv.demo import (
+    BUCKET,
+    MODEL,
+    S3_ADAPTERS,
+    fill_bucket,
+    resources,
+    start_moto,
+)
 from lora_controller.devenv.sim_pods_command import SimPodsRequest, start_sim_pods
 from lora_controller.kube.client import KubeClient
 from lora_controller.kube.resources import SECRETS
