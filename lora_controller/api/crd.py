@@ -126,6 +126,10 @@ def crd() -> dict[str, Any]:
                          "priority": 1},
                         {"name": "Loaded", "type": "integer", "jsonPath": ".status.loadedCount"},
                         {"name": "Failed", "type": "integer", "jsonPath": ".status.failedCount"},
+                        # Why it is not Ready, in one word (SourceNotFound, CredentialsMissing,
+                        # Partial, ...): a source that fails as a whole has no adapter to count.
+                        {"name": "Reason", "type": "string",
+                         "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

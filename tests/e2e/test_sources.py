@@ -14,6 +14,8 @@ import pytest
 from lora_controller.devenv.adapters import adapter_files, under, write_adapter
 from lora_controller.devenv.cluster import Cluster
 from lora_controller.devenv.controller_process import ControllerProcess
+from lora_controller.devenv.controlplane import ControlPlane
+from lora_controller.devenv.kubectl import kubectl
 from lora_controller.kube.resources import SECRETS
 from tests.sources.hub_server import HubServer
 from tests.sources.s3_server import MotoS3
@@ -116,6 +118,7 @@ async def test_s3_huggingface_and_local_at_once(
 
 async def test_missing_credentials_then_fixed(
     cluster: Cluster, hub: HubServer, start_controller: Callable[..., ControllerProcess],
+    control_plane: ControlPlane,
 ) -> None:
     hub.add_repo("org/private", under("p-lora", adapter_files(base_model="tiny-llama")),
                  private=True, tokens=["tok-123"])
@@ -130,6 +133,10 @@ async def test_missing_credentials_then_fixed(
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "CredentialsMissing"
     assert "hf-token" in ready["message"]
+    row = kubectl(control_plane, "get", "loraadapter", "hf", "-n", cluster.namespace,
+                  "--no-headers").stdout.split()
+    assert row[3:7] == ["Failed", "0", "0", "CredentialsMissing"], \
+        "a source that fails as a whole says why in `kubectl get`"
     await make_secret(cluster, "hf-token", {"HF_TOKEN": "wrong"})
     status = await cluster.wait_status(
         "hf", lambda s: next((c["reason"] for c in s.get("conditions", []) if c["type"] == "Ready"),

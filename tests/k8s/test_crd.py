@@ -222,7 +222,8 @@ def test_every_sample_is_accepted(control_plane: ControlPlane, namespace: str, s
 def test_printer_columns(control_plane: ControlPlane, namespace: str) -> None:
     kubectl(control_plane, "apply", "-n", namespace, "-f", str(SAMPLES[0]))
     header = kubectl(control_plane, "get", "loraadapters", "-n", namespace).stdout.splitlines()[0]
-    assert header.split() == ["NAME", "BASE", "MODEL", "PHASE", "LOADED", "FAILED", "AGE"]
+    assert header.split() == ["NAME", "BASE", "MODEL", "PHASE", "LOADED", "FAILED", "REASON",
+                              "AGE"]
     short = kubectl(control_plane, "get", "lora", "-n", namespace).stdout
     assert SAMPLES[0].stem or short  # the short name resolves
     assert len(short.splitlines()) == 2
