@@ -161,18 +161,34 @@ class Cluster:
         loads = self.successful_loads(name)
         assert sorted(loads) == sorted(set(loads)), f"an adapter was loaded twice on {name}: {loads}"
 
+    def assert_every_pod_serves_once(self, names: Sequence[str]) -> None:
+        """Every pod serves exactly `names`, each loaded on it once."""
+        for pod in self.pods:
+            assert set(self.loaded(pod)) == set(names), (pod, sorted(self.loaded(pod)))
+            self.assert_loaded_once(pod)
+
     # -- LoraAdapters ---------------------------------------------------------------------------
     async def apply(self, name: str, spec: JSON) -> JSON:
-        """Create LoraAdapter `name`, or replace its spec if it exists (what `kubectl apply` does)."""
+        """Create LoraAdapter `name`, or replace its spec if it exists (what `kubectl apply` does).
+
+        A replace races the controller's status writes (each changes the resourceVersion): on a
+        conflict it reads the object again and retries, as kubectl does."""
         body = {"apiVersion": API_VERSION, "kind": "LoraAdapter", "metadata": {"name": name}, "spec": spec}
         try:
             return await self.kube.create(LORA_ADAPTERS, body, namespace=self.namespace)
         except ApiError as exc:
             if not exc.conflict:
                 raise
+        conflicts = 0
+        while True:
             current = await self.kube.get(LORA_ADAPTERS, name, namespace=self.namespace)
             current["spec"] = spec
-            return await self.kube.replace(LORA_ADAPTERS, name, current, namespace=self.namespace)
+            try:
+                return await self.kube.replace(LORA_ADAPTERS, name, current, namespace=self.namespace)
+            except ApiError as exc:
+                conflicts += 1
+                if not exc.conflict or conflicts == 10:
+                    raise
 
     async def cr(self, name: str) -> JSON:
         """LoraAdapter `name` as stored."""

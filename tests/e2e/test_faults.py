@@ -91,8 +91,7 @@ async def test_controller_killed_twenty_times_leaves_the_right_state(
 ) -> None:
     names = [f"lora-{i:02d}" for i in range(16)]
     root = write_adapters(tmp_path / "a", names)
-    for i in range(3):
-        await cluster.add_pod(f"vllm-{i}", max_cpu_loras=20, load_latency_ms=80)
+    await cluster.add_pods(["vllm-0", "vllm-1", "vllm-2"], max_cpu_loras=20, load_latency_ms=80)
     await cluster.apply("x", local_spec(root, deploymentConfig={
         "replicas": 2, "podSelector": {"matchLabels": {"lora-enabled": "true"}}}))
     rng = random.Random(42)

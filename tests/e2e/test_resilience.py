@@ -81,8 +81,7 @@ async def test_api_server_restarted_mid_convergence(
     cluster = private_cluster
     names = [f"lora-{i}" for i in range(10)]
     root = write_adapters(tmp_path / "adapters", names)
-    for i in range(2):
-        await cluster.add_pod(f"vllm-{i}", max_cpu_loras=16, load_latency_ms=200)
+    await cluster.add_pods(["vllm-0", "vllm-1"], max_cpu_loras=16, load_latency_ms=200)
     ctl = ControllerProcess(private_control_plane, namespace=cluster.namespace, store=tmp_path / "s",
                             log_path=tmp_path / "controller.log",
                             extra=["--load-concurrency", "1", "--no-leader-elect"])
@@ -98,8 +97,6 @@ async def test_api_server_restarted_mid_convergence(
         status = await cluster.wait_status("x", lambda s: s.get("phase") == "Ready", timeout=90,
                                            what="Ready after the API server came back")
         assert status["loadedCount"] == 10
-        for pod in cluster.pods:
-            assert set(cluster.loaded(pod)) == set(names)
-            cluster.assert_loaded_once(pod)
+        cluster.assert_every_pod_serves_once(names)
     finally:
         ctl.kill()

@@ -122,8 +122,7 @@ async def test_controller_killed_mid_load_converges_without_duplicate_loads(
 ) -> None:
     names = [f"a-{i:02d}" for i in range(12)]
     root = write_adapters(tmp_path / "many", names)
-    for i in range(2):
-        await cluster.add_pod(f"vllm-{i}", max_cpu_loras=16, load_latency_ms=300)
+    await cluster.add_pods(["vllm-0", "vllm-1"], max_cpu_loras=16, load_latency_ms=300)
     ctl = start_controller("--load-concurrency", "2", name="first")
     await ctl.wait_ready()
     await cluster.apply("many", local_spec(root))
@@ -135,9 +134,7 @@ async def test_controller_killed_mid_load_converges_without_duplicate_loads(
     status = await cluster.wait_status("many", lambda s: s.get("phase") == "Ready", timeout=60,
                                        what="Ready after the restart")
     assert status["loadedCount"] == 12
-    for pod in cluster.pods:
-        assert set(cluster.loaded(pod)) == set(names)
-        cluster.assert_loaded_once(pod)
+    cluster.assert_every_pod_serves_once(names)
 
 
 async def test_each_resource_lands_only_on_pods_its_selector_matches(

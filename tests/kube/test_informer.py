@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from lora_controller.api.types import API_VERSION
 from lora_controller.devenv.controlplane import ControlPlane
+from lora_controller.devenv.waiting import eventually as devenv_eventually
 from lora_controller.kube.client import KubeClient
 from lora_controller.kube.informer import InformerFactory, SharedInformer
 from lora_controller.kube.reflector import RELISTS
@@ -59,12 +61,7 @@ class Recorder:
         self.deleted_objects.append(obj)
 
 
-async def eventually(check: Callable[[], bool], *, timeout: float = 15.0, what: str = "") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        await asyncio.sleep(0.05)
+eventually = functools.partial(devenv_eventually, timeout=15.0)  # informer events come within seconds
 
 
 async def make_namespace(kube: KubeClient) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import socket
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -26,18 +25,13 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
+from lora_controller.devenv.controlplane import free_port
+
 REGION = "us-east-1"
 FULL_S3_POLICY = json.dumps({
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["*"]}],
 })
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
