@@ -135,7 +135,7 @@ async def test_missing_credentials_then_fixed(
     assert "hf-token" in ready["message"]
     row = kubectl(control_plane, "get", "loraadapter", "hf", "-n", cluster.namespace,
                   "--no-headers").stdout.split()
-    assert row[3:7] == ["Failed", "0", "0", "CredentialsMissing"], \
+    assert row[2:6] == ["Failed", "0", "0", "CredentialsMissing"], \
         "a source that fails as a whole says why in `kubectl get`"
     await make_secret(cluster, "hf-token", {"HF_TOKEN": "wrong"})
     status = await cluster.wait_status(
