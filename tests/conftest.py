@@ -14,8 +14,42 @@ from kubernetes_asyncio import config as k8s_config
 from lora_controller.devenv.controlplane import ControlPlane
 from lora_controller.kube.client import KubeClient
 from tests.support.controlplane import install_crds, kubectl
+from tests.support.secrets import KNOWN
 
 _CONTROL_PLANE = {"control_plane", "private_control_plane"}
+_LEAKS: list[str] = []
+# Logs of programs that are not ours (the API server and etcd log what clients send them).
+_NOT_OURS = {"kube-apiserver.log", "etcd.log"}
+
+
+def _leaks_in(text: str) -> list[str]:
+    return [secret for secret in KNOWN if secret in text]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """No registered credential in any test's captured output (logs of in-process code)."""
+    for name, content in report.sections:
+        for secret in _leaks_in(content):
+            _LEAKS.append(f"{report.nodeid} ({name}): {secret[:6]}...")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No registered credential in any log file the run wrote; a hit fails the run."""
+    try:
+        base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        base = None
+    if base is not None and base.exists():
+        for path in base.rglob("*.log"):
+            if path.name in _NOT_OURS or not path.is_file():
+                continue
+            text = path.read_text(errors="replace")
+            _LEAKS.extend(f"{path}: {s[:6]}..." for s in _leaks_in(text))
+    if _LEAKS:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("credentials found in logs:\n  " + "\n  ".join(_LEAKS), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import REPO
+from tests.support.secrets import credential
 
-TOKEN = "kube-token-0a9b8c7d6e5f4a3b2c1d"
+TOKEN = credential("kube-token-0a9b8c7d6e5f4a3b2c1d")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from lora_controller.devenv.kubectl import kubectl
 from lora_controller.kube.resources import SECRETS
 from tests.sources.hub_server import HubServer
 from tests.sources.s3_server import MotoS3
+from tests.support.secrets import credential
 
 pytestmark = pytest.mark.k8s
 
@@ -73,7 +74,7 @@ async def test_s3_huggingface_and_local_at_once(
         s3.put_adapter(bucket, f"tiny/{name}", adapter_files(base_model="tiny-llama", seed=10 + i))
     hub.add_repo("org/adapters", {**under("sql-lora", adapter_files(base_model="tiny-llama", seed=20)),
                                   **under("chat-lora", adapter_files(base_model="tiny-llama", seed=21))},
-                 private=True, tokens=["hf-secret-token"])
+                 private=True, tokens=[credential("hf-secret-token")])
     write_adapter(adapter_dir / "local-one", base_model="tiny-llama", seed=30)
     await make_secret(cluster, "s3-creds", {"AWS_ACCESS_KEY_ID": s3.access_key,
                                             "AWS_SECRET_ACCESS_KEY": s3.secret_key})
@@ -121,7 +122,7 @@ async def test_missing_credentials_then_fixed(
     control_plane: ControlPlane,
 ) -> None:
     hub.add_repo("org/private", under("p-lora", adapter_files(base_model="tiny-llama")),
-                 private=True, tokens=["tok-123"])
+                 private=True, tokens=[credential("tok-123")])
     await cluster.add_pod("vllm-0")
     ctl = start_controller(env=controller_env(hub))
     await ctl.wait_ready()

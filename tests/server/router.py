@@ -16,9 +16,10 @@ from typing import Any
 from lora_controller.devenv.controlplane import ControlPlane
 from tests.e2e.harness import ControllerProcess
 from tests.support.controlplane import kubectl
+from tests.support.secrets import credential
 
-TOKEN = "router-tok-7a1b2c3d4e5f60718293"
-API_KEY = "vllm-key-0f1e2d3c4b5a69788796"
+TOKEN = credential("router-tok-7a1b2c3d4e5f60718293")
+API_KEY = credential("vllm-key-0f1e2d3c4b5a69788796")
 AUTH = f"Host: router\r\nAuthorization: Bearer {TOKEN}\r\n"
 
 

@@ -26,6 +26,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from lora_controller.devenv.controlplane import free_port
+from tests.support.secrets import credential
 
 REGION = "us-east-1"
 FULL_S3_POLICY = json.dumps({
@@ -56,7 +57,7 @@ class MotoS3:
                             PolicyDocument=FULL_S3_POLICY)
         key = iam.create_access_key(UserName=user)["AccessKey"]
         return cls(server=server, endpoint=endpoint, access_key=key["AccessKeyId"],
-                   secret_key=key["SecretAccessKey"])
+                   secret_key=credential(key["SecretAccessKey"]))
 
     def stop(self) -> None:
         self.server.stop()

@@ -24,8 +24,9 @@ from lora_controller.sources.model import Discovery, SourceOptions
 from tests.sources.helpers import spec
 from tests.sources.hub_server import HubServer
 from tests.support.adapters import adapter_config, adapter_files, under
+from tests.support.secrets import credential
 
-TOKEN = "hf_test_token_4f9a1c"
+TOKEN = credential("hf_test_token_4f9a1c")
 
 
 def hf(repo: str, **kw: Any) -> Any:

@@ -31,12 +31,13 @@ from tests.sources.helpers import spec
 from tests.sources.hub_server import HubServer
 from tests.sources.s3_server import REGION, MotoS3, free_port
 from tests.support.adapters import adapter_files, under
+from tests.support.secrets import credential
 
-HF_SECRET = "hf_SeCrEt_token_0123456789abcdef"
-HF_APPROVED = "hf_Approved_token_fedcba9876543210"
+HF_SECRET = credential("hf_SeCrEt_token_0123456789abcdef")
+HF_APPROVED = credential("hf_Approved_token_fedcba9876543210")
 AWS_KEY_ID = "AKIASECRETKEYID12345"
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
-AWS_SESSION = "FwoGZXIvYXdzEJr//////////SESSIONTOKEN"
+AWS_SECRET = credential("wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY")
+AWS_SESSION = credential("FwoGZXIvYXdzEJr//////////SESSIONTOKEN")
 
 
 class Scanner:
