@@ -172,7 +172,9 @@ async def run(args: argparse.Namespace) -> str:
             kubeconfig=_opt(args, "kubeconfig"), context=_opt(args, "context"),
             namespace=_opt(args, "namespace"))
     except KubeconfigError:
-        if not (_opt(args, "controller_url") or os.environ.get("KUBECTL_LORA_CONTROLLER_URL")):
+        # A URL needs no kubeconfig, unless one was asked for by name.
+        url = _opt(args, "controller_url") or os.environ.get("KUBECTL_LORA_CONTROLLER_URL")
+        if not url or _opt(args, "context") or _opt(args, "kubeconfig"):
             raise
         kube = None
     namespace = kube.namespace if kube else (_opt(args, "namespace") or "default")
