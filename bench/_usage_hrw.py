@@ -40,7 +40,7 @@ def score(name: str, worker: int) -> int:
 
 def rust_round(x: float) -> int:
     """Half away from zero, as Rust's f64::round."""
-    return int(math.floor(x + 0.5))
+    return math.floor(x + 0.5)
 
 
 class HrwController:
@@ -92,7 +92,7 @@ class HrwController:
         floored = [(name, max(1, math.floor(max(1.0, c * scale))), max(1.0, c * scale)) for name, c in raw]
         left = total - sum(f for _, f, _ in floored)
         out = {name: f for name, f, _ in floored}
-        for name, f, c in sorted(floored, key=lambda x: (-(x[2] - x[1]), x[0])):
+        for name, f, _ in sorted(floored, key=lambda x: (-(x[2] - x[1]), x[0])):
             if left <= 0:
                 break
             if f < n:

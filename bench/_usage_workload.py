@@ -118,7 +118,8 @@ def drifting(name: str, *, n: int, ticks: int, total_rate: float, seed: int,
     weights = zipf_weights(n, 1.0)
     rank_of = list(range(n))  # adapter -> its current popularity rank
     rng.shuffle(rank_of)
-    burst_at = sorted(rng.sample(range(10, ticks - 10), bursts)) if bursts else []
+    span = range(ticks // 10, ticks - ticks // 10)
+    burst_at = sorted(rng.sample(span, min(bursts, len(span))))
     burst_of: list[tuple[int, int]] = [(t, rng.randrange(n)) for t in burst_at]
     counts: list[list[int]] = []
     by_rank = sorted(range(n), key=lambda a: rank_of[a])

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from lora_controller.scheduler.index import Index, valid_current
 from lora_controller.scheduler.model import AdapterDemand, AdapterKey, PodCapacity, PodKey
 from lora_controller.scheduler.run import ADDED, Run
-from lora_controller.scheduler.state import AdapterState, detach, reindex
+from lora_controller.scheduler.state import AdapterState, detach, reindex, reopen
 
 
 class Difference(NamedTuple):
@@ -199,10 +199,21 @@ def _replace_demands(run: Run, replaced: list[AdapterDemand]) -> None:
             selectors_changed = True
         if demand.replicas is not None and demand.replicas != adapter.wanted:
             _rewant(run, adapter, demand.replicas)
-        adapter.q = demand.demand_rps / max(adapter.wanted, 1)
+        _reheat(adapter, demand.demand_rps / max(adapter.wanted, 1))
     if selectors_changed:
         for group in index.groups.values():
             group.forget_selectors()
+
+
+def _reheat(adapter: AdapterState, q: float) -> None:
+    """A new demand per replica; the pods holding the adapter follow (heat.py)."""
+    qi = round(q * 1_000_000)
+    adapter.q = q
+    if qi != adapter.qi:
+        for pod in adapter.pods.values():
+            pod.heat += qi - adapter.qi
+            reopen(pod)
+        adapter.qi = qi
 
 
 def _rewant(run: Run, adapter: AdapterState, wanted: int) -> None:

@@ -31,77 +31,96 @@ with `active_slots`) nothing here runs and placement is exactly as before.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from lora_controller.scheduler.finding import find, tier
 from lora_controller.scheduler.model import Move
 from lora_controller.scheduler.state import (
+    UNBOUNDED,
     AdapterState,
     GroupState,
     PodState,
     attach,
     detach,
     reindex,
+    reopen,
 )
 
 if TYPE_CHECKING:
     from lora_controller.scheduler.index import Index
     from lora_controller.scheduler.run import Run
 
-_COLD = 0.5
-"""A replica on a clean pod is moved out only below this fraction of `theta`."""
+_COLD = 2
+"""A replica on a clean pod is moved out only below `theta / _COLD`."""
 
 
 def assign_roles(index: Index) -> None:
     """Decide, per base-model group, which pods are clean and the hot threshold `theta`."""
+    groups = index.groups
+    if len(groups) == 1:
+        for group in groups.values():
+            _assign(group, index.adapters.values())
+        return
     by_group: dict[str, list[AdapterState]] = {}
     for adapter in index.adapters.values():
         if adapter.group is not None:
             by_group.setdefault(adapter.group.base_model, []).append(adapter)
-    for group in index.groups.values():
+    for group in groups.values():
         _assign(group, by_group.get(group.base_model, []))
 
 
-def _assign(group: GroupState, adapters: list[AdapterState]) -> None:
-    pods = [p for p in group.pods.values() if p.ready and p.active is not None]
+def _assign(group: GroupState, adapters: Iterable[AdapterState]) -> None:
     for pod in group.pods.values():
         pod.clean = False
+        pod.open_entry = None
+    group.open = []
     group.theta = None
-    hot = sorted(((a.q, a.wanted or 1) for a in adapters if a.q > 0), reverse=True)
+    pods = [p for p in group.pods.values() if p.ready and p.active]
+    hot: dict[int, int] = {}  # demand per replica -> replicas (rates are few distinct values)
+    replicas = memory = 0
+    for a in adapters:
+        if a.group is group:
+            n = len(a.pods) if a.fill else a.wanted
+            replicas += n
+            memory += n * a.mem
+            if a.qi > 0:
+                hot[a.qi] = hot.get(a.qi, 0) + (a.wanted or 1)
     if not pods or not hot:
         return
-    replicas = sum(a.wanted if not a.fill else len(a.pods) for a in adapters)
-    # Pods shaped like clean ones (no more adapters than active slots) first, hottest first.
-    pods.sort(key=lambda p: (len(p.hosted) > (p.active or 0), -sum(a.q for a in p.hosted.values()),
-                             p.key))
-    sink_slots = sum(max(0, p.slots_total) for p in pods)
-    hot_replicas = sum(n for _, n in hot)
-    clean_slots = 0
-    for pod in pods:
-        active = pod.active or 0
-        if active <= 0 or clean_slots >= hot_replicas:
-            continue
-        room = sink_slots - max(0, pod.slots_total)
-        if room < replicas - min(hot_replicas, clean_slots + active):
-            break
-        pod.clean = True
-        sink_slots = room
-        clean_slots += active
-    if clean_slots == 0:
-        return
+    clean_slots = _clean_pods(pods, replicas, memory / max(replicas, 1), sum(hot.values()))
     counted = 0
-    theta = hot[0][0]
-    for q, n in hot:
+    for qi in sorted(hot, reverse=True):
         if counted >= clean_slots:
             break
-        theta = q
-        counted += n
-    group.theta = theta
+        group.theta = qi
+        counted += hot[qi]
+    for pod in pods:
+        if pod.clean:
+            reopen(pod)
 
 
-def is_hot(adapter: AdapterState) -> bool:
-    group = adapter.group
-    return group is not None and group.theta is not None and adapter.q >= group.theta
+def _clean_pods(pods: list[PodState], replicas: int, mean_mem: float, hot_replicas: int) -> int:
+    """Make pods clean while the others keep slots and memory for every replica that is not hot
+    (at the mean size); pods shaped like clean ones (no more adapters than active slots) first,
+    the hottest first. Returns the clean pods' active slots."""
+    pods.sort(key=lambda p: (len(p.hosted) > (p.active or 0), -p.heat, p.key))
+    sink_slots = sum(max(0, p.slots_total) for p in pods)
+    sink_mem = sum(UNBOUNDED if p.capacity_total is None else p.capacity_total for p in pods)
+    clean_slots = 0
+    for pod in pods:
+        if clean_slots >= hot_replicas:
+            break
+        cold = replicas - min(hot_replicas, clean_slots + (pod.active or 0))
+        slots = sink_slots - max(0, pod.slots_total)
+        mem = sink_mem - (UNBOUNDED if pod.capacity_total is None else pod.capacity_total)
+        if slots < cold or mem < cold * mean_mem:
+            break
+        pod.clean = True
+        sink_slots, sink_mem = slots, mem
+        clean_slots += pod.active or 0
+    return clean_slots
 
 
 def find_demand(adapter: AdapterState, spread: bool) -> PodState | None:
@@ -110,32 +129,55 @@ def find_demand(adapter: AdapterState, spread: bool) -> PodState | None:
     assert group is not None
     if group.theta is None:
         return find(adapter, spread)
-    usable = group.usable_pods(adapter.rank, adapter.eligible)
-    if is_hot(adapter):
-        pod = _best(adapter, usable, clean=True)
-        if pod is not None:
-            return pod
-    pod = _best(adapter, usable, clean=False)
+    pod = None
+    if adapter.qi >= group.theta:
+        pod = _open_pod(adapter, group)
+    if pod is None:
+        pod = _sink(adapter, group)
     return pod if pod is not None else find(adapter, spread)
 
 
-def _best(adapter: AdapterState, pods: list[PodState], *, clean: bool) -> PodState | None:
-    """A clean pod with a free active slot (least heat first), or the fullest sink that fits."""
+def _open_pod(adapter: AdapterState, group: GroupState) -> PodState | None:
+    """The clean pod with a free active slot for a hot replica: the lowest tier, then the least
+    heat, the most free memory, the key (the order of `group.open`)."""
     mem = adapter.mem
-    hosted = adapter.pods
-    best: tuple[object, ...] | None = None
-    choice: PodState | None = None
-    for pod in pods:
-        if pod.clean is not clean or pod.key in hosted or pod.free_slots < 1 or pod.free_mem < mem:
+    best: PodState | None = None
+    best_tier = 3
+    for _, _, key, pod in group.open:
+        if (-pod.free_mem) > -mem or key in adapter.pods or pod.max_rank < adapter.rank:
             continue
-        if clean:
-            if len(pod.hosted) >= (pod.active or 0):
+        if not adapter.may_use(pod):
+            continue
+        t = tier(adapter, pod)
+        if t < best_tier:
+            best, best_tier = pod, t
+            if t == 0:
+                break
+    return best
+
+
+def _sink(adapter: AdapterState, group: GroupState) -> PodState | None:
+    """The fullest sink (not clean) that fits a replica, the lowest tier first: per class list
+    (sorted by free memory), the first fitting entry of each tier."""
+    mem = adapter.mem
+    best: tuple[int, int, int, str] | None = None
+    choice: PodState | None = None
+    for klass in group.classes_for(adapter.rank):
+        entries = klass.entries
+        found = 3
+        for i in range(bisect_left(entries, (mem,)), len(entries)):
+            pod = entries[i][3]
+            if pod.clean or pod.key in adapter.pods or not adapter.may_use(pod):
                 continue
-            score: tuple[object, ...] = (tier(adapter, pod), pod.heat(), -pod.free_mem, pod.key)
-        else:
-            score = (tier(adapter, pod), pod.free_slots, pod.free_mem, pod.key)
-        if best is None or score < best:
-            best, choice = score, pod
+            t = tier(adapter, pod)
+            if t >= found:
+                continue
+            found = t
+            score = (t, pod.free_mem, pod.free_slots, pod.key)
+            if best is None or score < best:
+                best, choice = score, pod
+            if t == 0:
+                break
     return choice
 
 
@@ -146,26 +188,28 @@ def rebalance(run: Run, limit: int) -> int:
         theta = group.theta
         if theta is None or moved >= limit:
             continue
-        pods = sorted(group.pods.values(), key=lambda p: p.key)
-        cold = sorted(((a.q, a.key, a, p) for p in pods if p.clean for a in p.hosted.values()
-                       if a.q < theta * _COLD), key=lambda x: (x[0], x[1]))
-        for _, _, adapter, pod in cold:
-            if moved < limit and _move(run, adapter, pod, clean=False):
-                moved += 1
-        warm = sorted(((-a.q, a.key, a, p) for p in pods if not p.clean and p.ready
-                       for a in p.hosted.values() if a.q >= theta), key=lambda x: (x[0], x[1]))
-        for _, _, adapter, pod in warm:
-            if moved < limit and _move(run, adapter, pod, clean=True):
+        pods = [p for p in group.pods.values() if p.ready]
+        cold = sorted((a.qi, a.key, p.key, a, p) for p in pods if p.clean
+                      for a in p.hosted.values() if a.qi * _COLD < theta and not a.fill)
+        for _, _, _, adapter, pod in cold:
+            if moved >= limit:
+                break
+            if not _move(run, adapter, pod, _sink(adapter, group)):
+                break  # the sinks are full (for this size at least): no more tries this run
+            moved += 1
+        warm = sorted((-a.qi, a.key, p.key, a, p) for p in pods if not p.clean and p.active
+                      for a in p.hosted.values() if a.qi >= theta and not a.fill)
+        for _, _, _, adapter, pod in warm:
+            if moved >= limit or not group.open:
+                break
+            if _move(run, adapter, pod, _open_pod(adapter, group)):
                 moved += 1
     return moved
 
 
-def _move(run: Run, adapter: AdapterState, source: PodState, *, clean: bool) -> bool:
-    """Move `adapter`'s replica on `source` to the best pod of the other role, if one fits."""
-    if (adapter.key, source.key) in run.evictors or adapter.group is None:
-        return False
-    target = _best(adapter, adapter.group.usable_pods(adapter.rank, adapter.eligible), clean=clean)
-    if target is None:
+def _move(run: Run, adapter: AdapterState, source: PodState, target: PodState | None) -> bool:
+    """Move `adapter`'s replica from `source` to `target` (None: nowhere to go)."""
+    if target is None or (adapter.key, source.key) in run.evictors:
         return False
     detach(adapter, source)
     reindex(source)

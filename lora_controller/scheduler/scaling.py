@@ -226,3 +226,45 @@ def _within_budget(
             if budget <= 0:
                 break
     return out
+
+
+def quantize_rps(rate: float, steps_per_doubling: int = 4) -> float:
+    """`rate` rounded to a geometric grid (4 steps per doubling: within 9 %).
+
+    Placement needs only coarse heat; passing rounded rates keeps most `AdapterDemand` objects
+    unchanged from one reconcile to the next, so the scheduler's incremental path looks at the
+    few whose demand really moved."""
+    if rate <= 0:
+        return 0.0
+    step = round(math.log2(rate) * steps_per_doubling)
+    return float(2.0 ** (step / steps_per_doubling))
+
+
+class DemandSignal:
+    """The rates to pass as `AdapterDemand.demand_rps`: each changes only when the smoothed rate
+    has moved by `factor` (up or down) since it was last passed, and rates below `floor_rps` pass
+    as 0 (idle). Placement needs only coarse heat; a steady value keeps most demand objects the
+    same from one reconcile to the next, so the scheduler's incremental path sees only the
+    adapters whose demand really moved."""
+
+    def __init__(self, factor: float = 2.0, floor_rps: float = 1 / 60) -> None:
+        if factor <= 1 or floor_rps <= 0:
+            raise ValueError("factor must be > 1 and floor_rps > 0")
+        self.factor = factor
+        self.floor_rps = floor_rps
+        self._passed: dict[Hashable, float] = {}
+
+    def update(self, rates: Mapping[Hashable, float]) -> dict[Hashable, float]:
+        """The value to pass for every key of `rates` (keys not given are forgotten)."""
+        out: dict[Hashable, float] = {}
+        for key, rate in rates.items():
+            passed = self._passed.get(key, 0.0)
+            if rate < self.floor_rps:
+                value = 0.0 if rate < self.floor_rps / self.factor or passed == 0.0 else passed
+            elif passed == 0.0 or not passed / self.factor < rate < passed * self.factor:
+                value = quantize_rps(rate)
+            else:
+                value = passed
+            out[key] = value
+        self._passed = {k: v for k, v in out.items() if v}
+        return out

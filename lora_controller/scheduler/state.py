@@ -28,14 +28,18 @@ never compared."""
 FullEntry = tuple[int, PodKey, "PodState"]
 """An entry of a group's list of Ready pods without a free slot: (free memory, pod key, pod)."""
 
+OpenEntry = tuple[int, int, PodKey, "PodState"]
+"""An entry of a group's list of clean pods with a free active slot (heat.py): (heat, -free
+memory, pod key, pod)."""
+
 
 class PodState:
     """One pod and what is placed on it now."""
 
     __slots__ = (
         "active", "base_model", "capacity_total", "clean", "entry", "free_mem", "free_slots",
-        "full_entry", "group", "hosted", "key", "klass", "max_rank", "node", "prio_count",
-        "prio_max", "prio_mem", "ready", "spec", "zone",
+        "full_entry", "group", "heat", "hosted", "key", "klass", "max_rank", "node", "open_entry",
+        "prio_count", "prio_max", "prio_mem", "ready", "spec", "zone",
     )
 
     def __init__(self, spec: PodCapacity, group: GroupState) -> None:
@@ -63,13 +67,12 @@ class PodState:
         self.entry: Entry | None = None
         self.full_entry: FullEntry | None = None
         self.klass: PodClass | None = None
-        # `--max-loras` (None: unknown), and whether heat.py made this pod clean for this run.
+        # `--max-loras` (None: unknown), whether heat.py made this pod clean for this run, the
+        # summed demand of its replicas (micro-requests per second), its entry in `group.open`.
         self.active = spec.active_slots
         self.clean = False
-
-    def heat(self) -> float:
-        """The demand per replica of the adapters placed here, summed (heat.py)."""
-        return sum(a.q for a in self.hosted.values())
+        self.heat = 0
+        self.open_entry: OpenEntry | None = None
 
     @property
     def slots_total(self) -> int:
@@ -96,7 +99,7 @@ class GroupState:
 
     __slots__ = (
         "_by_rank", "_by_selector", "_classes_by_rank", "base_model", "capacities", "classes", "full",
-        "last_gain", "mem_by_rank", "pods", "prio_count", "theta",
+        "last_gain", "mem_by_rank", "open", "pods", "prio_count", "theta",
     )
 
     def __init__(self, base_model: str) -> None:
@@ -118,8 +121,10 @@ class GroupState:
         self._classes_by_rank: dict[int, list[PodClass]] = {}
         # Per rank: (adapter memory capacity, key) of eligible pods, largest first (for reasons).
         self.capacities: dict[int, list[tuple[int, PodKey]]] = {}
-        # The demand per replica from which an adapter is hot; None: no roles (heat.py).
-        self.theta: float | None = None
+        # The demand per replica from which an adapter is hot; None: no roles (heat.py). Clean
+        # pods with a free active slot, by (heat, -free memory, key).
+        self.theta: int | None = None
+        self.open: list[OpenEntry] = []
 
     def add_pod(self, pod: PodState, *, live: bool) -> None:
         """Add a pod; `live` also indexes it (otherwise `build_index` does, once for all)."""
@@ -253,6 +258,7 @@ class AdapterState:
         "preempted",
         "prio",
         "q",
+        "qi",
         "rank",
         "repair_at",
         "wanted",
@@ -271,6 +277,7 @@ class AdapterState:
         self.wanted = demand.replicas if demand.replicas is not None else 0
         self.eligible = demand.eligible_pods
         self.q = demand.demand_rps / max(self.wanted, 1)
+        self.qi = round(self.q * 1_000_000)  # exact sums: the same in every order
         if group is not None and self.mem > group.mem_by_rank.get(self.rank, -1):
             group.mem_by_rank[self.rank] = self.mem
         self.pods: dict[PodKey, PodState] = {}
@@ -308,8 +315,21 @@ def _remove_full(entries: list[FullEntry], entry: FullEntry) -> None:
     del entries[i]
 
 
+def reopen(pod: PodState) -> None:
+    """Move a clean pod to its place in its group's `open` list (or out of it)."""
+    open_ = pod.group.open
+    if pod.open_entry is not None:
+        del open_[bisect_left(open_, pod.open_entry)]
+        pod.open_entry = None
+    if pod.clean and pod.free_slots > 0 and len(pod.hosted) < (pod.active or 0):
+        pod.open_entry = (pod.heat, -pod.free_mem, pod.key, pod)
+        insort(open_, pod.open_entry)
+
+
 def reindex(pod: PodState) -> None:
     """Move a pod to its place in its class list (or the full list) after its free room changed."""
+    if pod.clean or pod.open_entry is not None:
+        reopen(pod)
     klass = pod.klass
     if klass is None:
         return
@@ -337,6 +357,7 @@ def attach(adapter: AdapterState, pod: PodState) -> None:
     if pod.capacity_total is not None:
         pod.free_mem -= mem
     pod.free_slots -= 1
+    pod.heat += adapter.qi
     pod.hosted[adapter.key] = adapter
     pod.prio_mem[prio] = pod.prio_mem.get(prio, 0) + mem
     pod.prio_count[prio] = pod.prio_count.get(prio, 0) + 1
@@ -357,6 +378,7 @@ def detach(adapter: AdapterState, pod: PodState) -> None:
     if pod.capacity_total is not None:
         pod.free_mem += mem
     pod.free_slots += 1
+    pod.heat -= adapter.qi
     del pod.hosted[adapter.key]
     count = pod.prio_count[prio] - 1
     if count:
