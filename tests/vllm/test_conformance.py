@@ -5,6 +5,7 @@ run): real vLLM, the simulator and the recording must give the same normal form.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ def fixtures_root() -> Iterator[Path]:
     """The numpy-built fixtures, under /tmp (vLLM sanitises /tmp paths to `<path>`)."""
     root = conformance.build_fixtures(DIRECTORY)
     yield root
+    shutil.rmtree(root.parents[1], ignore_errors=True)  # the temporary folder build_fixtures made
 
 
 def test_recordings_found() -> None:
