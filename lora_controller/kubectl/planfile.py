@@ -9,7 +9,6 @@ and nothing is stored.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +77,7 @@ async def validate(kube: KubeClient, items: Sequence[JSON]) -> None:
             raise PlanFileError("a LoraAdapter has no metadata.name")
         try:
             await kube.request(
-                "PATCH", LORA_ADAPTERS.path(namespace=ns, name=name), body=json.dumps(obj),
+                "PATCH", LORA_ADAPTERS.path(namespace=ns, name=name), body=obj,
                 content_type="application/apply-patch+yaml",
                 query={"dryRun": "All", "fieldManager": FIELD_MANAGER,
                        "fieldValidation": "Strict", "force": True})
