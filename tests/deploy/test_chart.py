@@ -167,7 +167,8 @@ def test_default_render() -> None:
     pdb = one(objects, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["spec"]["minAvailable"] == 1
-    assert not [o for o in objects if o["kind"] == "ServiceMonitor"]
+    assert not [o for o in objects if o["kind"] in ("ServiceMonitor", "PrometheusRule",
+                                                    "ConfigMap")]
 
 
 def test_default_rbac_is_least_privilege() -> None:
@@ -241,6 +242,22 @@ def test_full_values_render() -> None:
     assert kinds[("PodDisruptionBudget", "lora")]["spec"]["minAvailable"] == 2
     assert kinds[("ServiceAccount", "lora-sa")]["metadata"]["annotations"]
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "lora-sa"
+    # Alerts and the dashboard, with their labels; both name the release's Lease.
+    rule = kinds[("PrometheusRule", "lora")]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"LoraAdaptersFailing", "LoraDriftRepairsRepeating", "LoraLoadsFailing",
+                           "LoraControllerNotLeading", "LoraWorkQueueStuck"}
+    assert all(r["labels"]["team"] == "ml-platform" and r["labels"]["severity"] for r in
+               alerts.values())
+    assert 'name="lora-leader"' in alerts["LoraControllerNotLeading"]["expr"]
+    board = kinds[("ConfigMap", "lora-dashboard")]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert board["metadata"]["annotations"] == {"grafana_folder": "LoRA"}
+    dashboard = json.loads(board["data"]["lora-controller.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(dashboard["panels"]) >= 15 and 'name="lora-leader"' in " ".join(exprs)
+    assert "LORA_LEASE_NAME" not in board["data"]["lora-controller.json"]
 
 
 def test_switches() -> None:
@@ -250,8 +267,12 @@ def test_switches() -> None:
     dep = one(objects, "Deployment")
     assert volumes(dep)[mounts(dep)["/var/lib/lora-adapters"]["name"]] == {
         "name": "adapter-store", "emptyDir": {}}
-    # One replica: no budget (it would block every drain); no leader election: no lease Role.
-    objects = render(set_json=["replicaCount=1", 'leaderElection={"enabled":false}'])
+    # One replica: no budget (it would block every drain); no leader election: no lease Role,
+    # and no alert about leading.
+    objects = render(set_json=["replicaCount=1", 'leaderElection={"enabled":false}',
+                               'prometheusRule={"enabled":true}'])
+    rule = one(objects, "PrometheusRule")
+    assert "LoraControllerNotLeading" not in {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
     assert not [o for o in objects if o["kind"] in ("PodDisruptionBudget", "Role", "RoleBinding")]
     assert run_args(one(objects, "Deployment")).leader_elect is False
     # No RBAC, an existing ServiceAccount.
@@ -316,6 +337,7 @@ def documented_paths(node: yaml.Node, path: str, lines: list[str], out: set[str]
 # -- against the real API server ---------------------------------------------------------------
 
 SERVICE_MONITOR_CRD = DATA / "servicemonitor-crd.yaml"
+PROMETHEUS_RULE_CRD = DATA / "prometheusrule-crd.yaml"
 
 
 def dry_run(cp: ControlPlane, objects: list[JSON], tmp_path: Path) -> str:
@@ -352,9 +374,11 @@ def test_full_render_accepted_by_the_api_server(
     control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     # The Prometheus Operator is not installed here: a stand-in CRD with the fields we set.
-    kubectl(control_plane, "apply", "-f", str(SERVICE_MONITOR_CRD))
-    kubectl(control_plane, "wait", "--for=condition=Established",
-            "crd/servicemonitors.monitoring.coreos.com", "--timeout=60s")
+    for crd, name in ((SERVICE_MONITOR_CRD, "servicemonitors"),
+                      (PROMETHEUS_RULE_CRD, "prometheusrules")):
+        kubectl(control_plane, "apply", "-f", str(crd))
+        kubectl(control_plane, "wait", "--for=condition=Established",
+                f"crd/{name}.monitoring.coreos.com", "--timeout=60s")
     other = f"{namespace}-b"
     kubectl(control_plane, "create", "namespace", other)
     try:
@@ -363,6 +387,8 @@ def test_full_render_accepted_by_the_api_server(
         output = _wait_served(control_plane, objects, tmp_path)
         assert len(_applied(output)) == len(objects), output
         assert ("servicemonitor", "lora") in _applied(output)
+        assert ("prometheusrule", "lora") in _applied(output)
+        assert ("configmap", "lora-dashboard") in _applied(output)
     finally:
         kubectl(control_plane, "delete", "namespace", other, "--wait=false", check=False)
 
@@ -375,7 +401,8 @@ def _wait_served(cp: ControlPlane, objects: list[JSON], tmp_path: Path) -> str:
         manifest.write_text(dump(objects))
         proc = kubectl(cp, "apply", "--dry-run=server", "--validate=strict", "-f", str(manifest),
                        check=False)
-        if proc.returncode == 0 or time.monotonic() > deadline or "ServiceMonitor" not in proc.stderr:
+        waiting = "ServiceMonitor" in proc.stderr or "PrometheusRule" in proc.stderr
+        if proc.returncode == 0 or time.monotonic() > deadline or not waiting:
             assert proc.returncode == 0, proc.stderr
             return proc.stdout
         time.sleep(0.3)
@@ -400,6 +427,8 @@ def test_schema_refuses_misspelt_and_wrong_values() -> None:
     for setting, words in (("adapterStore.existingclaim=foo", "existingclaim"),
                            ("controller.logFormat=text", "logFormat"),
                            ("leaderElection.leaseDuration=0", "leaseDuration"),
-                           ("replicas=2", "replicas")):
+                           ("replicas=2", "replicas"),
+                           ("prometheusRule.enabeld=true", "enabeld"),
+                           ("grafanaDashboard.label=", "label")):
         proc = helm("template", "x", str(CHART), "--set", setting, check=False)
         assert proc.returncode != 0 and words in proc.stderr, (setting, proc.stderr)
