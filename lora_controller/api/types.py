@@ -10,10 +10,23 @@ resource.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
+
+from lora_controller.api.base import ApiModel as ApiModel
+from lora_controller.api.base import Phase as Phase
+from lora_controller.api.base import PreemptionPolicy as PreemptionPolicy
+from lora_controller.api.base import SourceType as SourceType
+from lora_controller.api.base import rules as _rules
+from lora_controller.api.selectors import LABEL_KEY_RE as LABEL_KEY_RE
+from lora_controller.api.selectors import LABEL_VALUE_RE as LABEL_VALUE_RE
+from lora_controller.api.selectors import LabelSelector as LabelSelector
+from lora_controller.api.selectors import LabelSelectorRequirement as LabelSelectorRequirement
+from lora_controller.api.status import Condition as Condition
+from lora_controller.api.status import FailedAdapter as FailedAdapter
+from lora_controller.api.status import LoraAdapterStatus as LoraAdapterStatus
+from lora_controller.api.status import PodAssignment as PodAssignment
 
 GROUP = "production-stack.vllm-project"
 VERSION = "v1alpha1"
@@ -33,45 +46,6 @@ MAX_ADAPTERS_LIMIT = 10_000
 ADAPTER_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 ADAPTER_NAME_MAX = 128
 QUANTITY_MESSAGE = "must be a Kubernetes quantity greater than zero, such as 512Mi or 2Gi"
-
-
-def _rules(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
-    """CEL validation rules (rule, message[, fieldPath]) for the generated schema."""
-    out = []
-    for rule in rules:
-        entry = {"rule": rule[0], "message": rule[1]}
-        if len(rule) == 3:
-            entry["fieldPath"] = rule[2]
-        out.append(entry)
-    return {"x-kubernetes-validations": out}
-
-
-class ApiModel(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown fields ignored."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=False,
-        serialize_by_alias=True,
-    )
-
-
-class SourceType(StrEnum):
-    HUGGINGFACE = "huggingface"
-    S3 = "s3"
-    LOCAL = "local"
-
-
-class PreemptionPolicy(StrEnum):
-    LOWER_PRIORITY = "LowerPriority"
-    NONE = "None"
-
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    LOADING = "Loading"
-    READY = "Ready"
-    PARTIAL = "Partial"
-    FAILED = "Failed"
 
 
 # CEL rules on adapterSource: the repository's form depends on the type.
@@ -206,67 +180,6 @@ class CredentialsSecretRef(ApiModel):
 # Kubernetes' own label syntax (apimachinery validation.IsQualifiedName / IsValidLabelValue):
 # a key is an optional DNS-subdomain prefix (at most 253 characters) and '/', then a name of at
 # most 63 characters; a value is empty or a name. `[.]`, not `\.`: these go into CEL strings.
-_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-LABEL_KEY_RE = f"^({_DNS_SUBDOMAIN}/)?{_LABEL_NAME}$"
-LABEL_VALUE_RE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
-LABEL_KEY_WORDS = ("an optional DNS subdomain prefix of at most 253 characters and '/', then a "
-                   "name of at most 63 letters, digits, '-', '_' or '.' that starts and ends with "
-                   "a letter or digit (e.g. app.kubernetes.io/name)")
-LABEL_VALUE_WORDS = ("must be a label value: empty, or at most 63 letters, digits, '-', '_' or '.' "
-                     "that start and end with a letter or digit")
-
-
-def _label_key_rule(var: str) -> str:
-    return (f"{var}.matches('{LABEL_KEY_RE}') && "
-            f"(!{var}.contains('/') || {var}.indexOf('/') <= 253)")
-
-
-_LABEL_VALUE_SCHEMA = {"type": "string", "maxLength": 63, **_rules(
-    (f"self.matches('{LABEL_VALUE_RE}')", LABEL_VALUE_WORDS))}
-
-
-class LabelSelectorRequirement(ApiModel):
-    """One set-based requirement, validated as Kubernetes validates a LabelSelector's."""
-
-    model_config = ConfigDict(json_schema_extra=_rules(
-        ("self.operator in ['Exists', 'DoesNotExist'] || (has(self.values) && "
-         "size(self.values) > 0)",
-         "values must be given (non-empty) when operator is In or NotIn", ".values"),
-        ("self.operator in ['In', 'NotIn'] || !has(self.values) || size(self.values) == 0",
-         "values must be empty when operator is Exists or DoesNotExist", ".values"),
-    ))
-
-    key: str = Field(
-        min_length=1, max_length=317, description="The label key the selector applies to.",
-        json_schema_extra=_rules((_label_key_rule("self"),
-                                  f"key must be a label key: {LABEL_KEY_WORDS}")),
-    )
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
-        description="In, NotIn, Exists or DoesNotExist."
-    )
-    values: list[str] | None = Field(
-        default=None, max_length=256,
-        description="Values for In and NotIn (at least one); none for Exists and DoesNotExist.",
-        json_schema_extra={"items": _LABEL_VALUE_SCHEMA},
-    )
-
-
-class LabelSelector(ApiModel):
-    """A Kubernetes label selector (matchLabels and matchExpressions are ANDed)."""
-
-    match_labels: dict[str, str] | None = Field(
-        default=None, description="Labels a pod must carry, all of them.",
-        json_schema_extra={"maxProperties": 64, "additionalProperties": _LABEL_VALUE_SCHEMA,
-                           **_rules((f"self.all(k, size(k) <= 317 && {_label_key_rule('k')})",
-                                     f"matchLabels keys must be label keys: {LABEL_KEY_WORDS}"))},
-    )
-    match_expressions: list[LabelSelectorRequirement] | None = Field(
-        default=None, max_length=64,
-        description="Set-based requirements a pod's labels must meet, all of them.",
-    )
-
-
 class ScalingMode(StrEnum):
     FIXED = "Fixed"
     DEMAND = "Demand"
@@ -415,69 +328,6 @@ class LoraAdapterSpec(ApiModel):
 
     def scheduling(self) -> SchedulingConfig:
         return self.scheduling_config or SchedulingConfig()
-
-
-class FailedAdapter(ApiModel):
-    name: str = Field(description="The adapter that is not (fully) served.")
-    reason: str = Field(description="Why, in words a person can act on.")
-
-
-class PodAssignment(ApiModel):
-    pod: str = Field(description="Name of the vLLM pod.")
-    adapters: list[str] = Field(
-        default_factory=list, description="Adapters of this resource confirmed loaded on that pod."
-    )
-
-
-class Condition(ApiModel):
-    """A Kubernetes API convention condition (metav1.Condition)."""
-
-    type: str = Field(max_length=316, description="Ready, Progressing, Degraded, Conflict, ...")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="The .metadata.generation the condition was set for."
-    )
-    last_transition_time: str = Field(
-        description="When the condition last changed status (RFC 3339)."
-    )
-    reason: str = Field(max_length=1024, description="CamelCase reason for the last transition.")
-    message: str = Field(default="", max_length=32768, description="Details for a person.")
-
-
-class LoraAdapterStatus(ApiModel):
-    """What the pods' /v1/models confirm, written by the controller only."""
-
-    phase: Phase | None = Field(
-        default=None,
-        description="Loading while work is in flight; Ready when every desired replica is confirmed "
-        "by the pods' /v1/models; Partial when some are and some failed; Failed when none could be.",
-    )
-    loaded_adapters: list[str] = Field(
-        default_factory=list,
-        description="Adapters confirmed loaded on at least one pod (by /v1/models).",
-    )
-    failed_adapters: list[FailedAdapter] = Field(
-        default_factory=list, description="Adapters not (fully) served, each with a reason."
-    )
-    pod_assignments: list[PodAssignment] = Field(
-        default_factory=list, description="Per pod, the adapters confirmed loaded there."
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description="Ready, Progressing, Degraded, Conflict (API conventions).",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
-    observed_generation: int | None = Field(
-        default=None, description="The .metadata.generation this status was computed for."
-    )
-    desired_count: int = Field(default=0, description="Adapters selected by discovery.")
-    loaded_count: int = Field(default=0, description="Adapters with every desired replica loaded.")
-    failed_count: int = Field(default=0, description="Adapters in failedAdapters.")
-    truncated: bool = Field(
-        default=False,
-        description="True when the lists above were shortened to keep the object small; counts "
-        "stay exact and the router API has the full detail.",
-    )
 
 
 class ObjectMeta(ApiModel):
