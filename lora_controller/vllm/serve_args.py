@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 DEFAULT_MAX_LORAS = 1
@@ -138,6 +138,61 @@ def _find_vllm_argv(argv: Sequence[str]) -> tuple[list[str], str | None, bool]:
     return items, None, looks_like_flags
 
 
+@dataclass
+class _Flags:
+    """A command line's flags as argparse would leave them (later flags win)."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    multi: dict[str, list[str]] = field(default_factory=dict)
+    bools: dict[str, bool] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+
+
+def _scan(rest: Sequence[str]) -> _Flags:
+    flags = _Flags()
+    i = 0
+    while i < len(rest):
+        item = rest[i]
+        i += 1
+        if not item.startswith("--"):
+            flags.unknown.append(item)
+            continue
+        key, eq, inline = item[2:].partition("=")
+        key = key.replace("_", "-")
+        if key.startswith("no-") and key[3:] in _BOOL_FLAGS and not eq:
+            flags.bools[key[3:]] = False
+        elif key in _BOOL_FLAGS:
+            flags.bools[key] = _bool_value(key, inline) if eq else True
+        elif key in _MULTI_VALUE:
+            collected = [inline] if eq else []
+            while not eq and i < len(rest) and not rest[i].startswith("--"):
+                collected.append(rest[i])
+                i += 1
+            flags.multi[key] = collected  # a repeated flag replaces the list (nargs="+")
+        elif eq:
+            flags.values[key] = inline
+        elif i < len(rest) and not rest[i].startswith("--"):
+            flags.values[key] = rest[i]
+            i += 1
+        else:
+            flags.values[key] = ""
+    return flags
+
+
+def _lora_limits(values: Mapping[str, str]) -> tuple[int, int, int]:
+    """(--max-loras, --max-cpu-loras, --max-lora-rank), checked as vLLM checks them."""
+    max_loras = _int("max-loras", values["max-loras"]) if "max-loras" in values else DEFAULT_MAX_LORAS
+    if max_loras < 1:
+        raise ServeArgsError(f"--max-loras must be >= 1, got {max_loras}")
+    max_cpu_loras = _int("max-cpu-loras", values["max-cpu-loras"]) if values.get("max-cpu-loras") else max_loras
+    if max_cpu_loras < max_loras:
+        raise ServeArgsError(f"max_cpu_loras ({max_cpu_loras}) must be >= max_loras ({max_loras})")
+    rank = _int("max-lora-rank", values["max-lora-rank"]) if "max-lora-rank" in values else DEFAULT_MAX_LORA_RANK
+    if rank not in VALID_MAX_LORA_RANKS:
+        raise ServeArgsError(f"--max-lora-rank: invalid choice {rank} (choose from {list(VALID_MAX_LORA_RANKS)})")
+    return max_loras, max_cpu_loras, rank
+
+
 def parse_serve_args(
     argv: Sequence[str],
     *,
@@ -151,74 +206,27 @@ def parse_serve_args(
     `ServeArgsError` for values vLLM itself would reject.
     """
     rest, positional_model, is_vllm = _find_vllm_argv(argv)
-    values: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    bools: dict[str, bool] = {}
-    unknown: list[str] = []
-    i = 0
-    while i < len(rest):
-        item = rest[i]
-        if not item.startswith("--"):
-            unknown.append(item)
-            i += 1
-            continue
-        key, eq, inline = item[2:].partition("=")
-        key = key.replace("_", "-")
-        if key.startswith("no-") and key[3:] in _BOOL_FLAGS and not eq:
-            bools[key[3:]] = False
-            i += 1
-            continue
-        if key in _BOOL_FLAGS:
-            bools[key] = _bool_value(key, inline) if eq else True
-            i += 1
-            continue
-        if key in _MULTI_VALUE:
-            collected = [inline] if eq else []
-            i += 1
-            if not eq:
-                while i < len(rest) and not rest[i].startswith("--"):
-                    collected.append(rest[i])
-                    i += 1
-            multi[key] = collected  # a repeated flag replaces the earlier list (argparse nargs="+")
-            continue
-        if eq:
-            values[key] = inline
-            i += 1
-        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            values[key] = rest[i + 1]
-            i += 2
-        else:
-            values[key] = ""
-            i += 1
-
+    flags = _scan(rest)
+    values = flags.values
     model = positional_model or values.get("model") or None
-    served = tuple(n for n in multi.get("served-model-name", []) if n)
+    served = tuple(n for n in flags.multi.get("served-model-name", []) if n)
     if not served and model:
         served = (model,)
-    max_loras = _int("max-loras", values["max-loras"]) if "max-loras" in values else DEFAULT_MAX_LORAS
-    if max_loras < 1:
-        raise ServeArgsError(f"--max-loras must be >= 1, got {max_loras}")
-    max_cpu_loras = _int("max-cpu-loras", values["max-cpu-loras"]) if values.get("max-cpu-loras") else max_loras
-    if max_cpu_loras < max_loras:
-        raise ServeArgsError(f"max_cpu_loras ({max_cpu_loras}) must be >= max_loras ({max_loras})")
-    rank = _int("max-lora-rank", values["max-lora-rank"]) if "max-lora-rank" in values else DEFAULT_MAX_LORA_RANK
-    if rank not in VALID_MAX_LORA_RANKS:
-        raise ServeArgsError(f"--max-lora-rank: invalid choice {rank} (choose from {list(VALID_MAX_LORA_RANKS)})")
-    port = _int("port", values["port"]) if values.get("port") else DEFAULT_PORT
+    max_loras, max_cpu_loras, rank = _lora_limits(values)
     mml = values.get("max-model-len")
     return VllmServeConfig(
         model=model,
         served_model_names=served,
-        enable_lora=bools.get("enable-lora", False),
+        enable_lora=flags.bools.get("enable-lora", False),
         max_loras=max_loras,
         max_cpu_loras=max_cpu_loras,
         max_lora_rank=rank,
-        lora_modules=tuple(parse_lora_module(v) for v in multi.get("lora-modules", [])),
-        port=port,
+        lora_modules=tuple(parse_lora_module(v) for v in flags.multi.get("lora-modules", [])),
+        port=_int("port", values["port"]) if values.get("port") else DEFAULT_PORT,
         host=values.get("host") or None,
         max_model_len=_int("max-model-len", mml) if mml and mml.isdigit() else None,
         runtime_lora_updating=runtime_updating_from_env(runtime_updating_env),
         api_key_required=bool(values.get("api-key") or api_key_env),
         is_vllm=is_vllm,
-        unknown_args=tuple(unknown),
+        unknown_args=tuple(flags.unknown),
     )
