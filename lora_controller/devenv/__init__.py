@@ -1,4 +1,7 @@
-"""Local development environment: a real kube-apiserver and etcd on loopback, for tests and the demo.
+"""The development environment: a real local control plane, the harness that tests, benchmarks and
+the demo share (simulated vLLM pods as Pods, the controller as a process, adapter files), the demo
+and `lora-controller dev sim-pods`.
 
-Standard library only, so hack/kubeenv runs it with any Python 3.11.
+Not part of the wheel or the image (docs/decisions.md). `controlplane`, `kubectl` and `kubeenv` use
+the standard library only, so `hack/kubeenv` runs them with any Python 3.11 before a virtualenv exists.
 """
