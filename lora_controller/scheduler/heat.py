@@ -24,8 +24,9 @@ untouched: roles only choose among pods where a replica fits.
 
 Rebalancing moves replicas that sit in the wrong role, at most `limit` per run: first a replica
 on a clean pod whose demand fell below `theta / 2` (clearly cold) to a sink, then a replica on a
-sink whose demand is at least `theta` to a clean pod with a free active slot. The margin keeps an
-adapter whose demand hovers near `theta` where it is. Without demand (no `demand_rps`, or no pod
+sink whose demand is at least `theta` to a clean pod with a free active slot; when no clean pod
+has one, the coldest replica on a clean pod makes room if it is below `theta` and at most half as
+hot. The margins keep an adapter whose demand hovers near `theta` where it is. Without demand (no `demand_rps`, or no pod
 with `active_slots`) nothing here runs and placement is exactly as before.
 """
 
@@ -200,11 +201,28 @@ def rebalance(run: Run, limit: int) -> int:
         warm = sorted((-a.qi, a.key, p.key, a, p) for p in pods if not p.clean and p.active
                       for a in p.hosted.values() if a.qi >= theta and not a.fill)
         for _, _, _, adapter, pod in warm:
-            if moved >= limit or not group.open:
+            if moved >= limit:
                 break
+            if not group.open and moved + 2 <= limit:
+                moved += _make_room(run, group, adapter)
             if _move(run, adapter, pod, _open_pod(adapter, group)):
                 moved += 1
     return moved
+
+
+def _make_room(run: Run, group: GroupState, hot: AdapterState) -> int:
+    """No clean pod has a free active slot for `hot`: move the coldest replica of a clean pod to
+    a sink if it is below `theta` and at most half as hot as `hot`. Returns the moves (0 or 1)."""
+    theta = group.theta
+    assert theta is not None
+    coldest = min(((a.qi, a.key, p.key, a, p) for p in group.pods.values() if p.clean
+                   for a in p.hosted.values() if not a.fill), default=None)
+    if coldest is None:
+        return 0
+    qi, _, _, adapter, pod = coldest
+    if qi >= theta or qi * _COLD > hot.qi or pod.key in hot.pods:
+        return 0
+    return 1 if _move(run, adapter, pod, _sink(adapter, group)) else 0
 
 
 def _move(run: Run, adapter: AdapterState, source: PodState, target: PodState | None) -> bool:
