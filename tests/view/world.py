@@ -73,8 +73,10 @@ def extra_resources(workdir: Path) -> dict[str, dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def demo_world(cp: ControlPlane, workdir: Path, *, token: str | None = None,
-                     extra_args: tuple[str, ...] = ()) -> AsyncIterator[World]:
-    """The world up, the demo's resources Ready and the failing ones reported; all torn down."""
+                     leader_elect: bool = False) -> AsyncIterator[World]:
+    """The world up, the demo's resources Ready and the failing ones reported; all torn down.
+    With `leader_elect`, the controller leads through the Lease `lora-controller` of the world's
+    namespace (as the chart runs it), else it runs with --no-leader-elect (as the demo does)."""
     ns = f"demo-{uuid.uuid4().hex[:8]}"
     moto, endpoint = start_moto()
     kube = await KubeClient.from_config(kubeconfig=str(cp.kubeconfig), timeout=10)
@@ -89,7 +91,8 @@ async def demo_world(cp: ControlPlane, workdir: Path, *, token: str | None = Non
             extra = ["--router-token-file", _token_file(workdir, token)] if token else []
             ctl = ControllerProcess(
                 cp, namespace=ns, store=workdir / "store", log_path=workdir / "controller.log",
-                extra=["--no-leader-elect", *extra, *extra_args], poll_interval=1, resync=None,
+                extra=[*(["--lease-namespace", ns] if leader_elect else ["--no-leader-elect"]),
+                       *extra], poll_interval=1, resync=None,
                 log_level="info", env={"AWS_EC2_METADATA_DISABLED": "true"}).start()
             await ctl.wait_ready()
             await kube.create(SECRETS, {
