@@ -68,6 +68,10 @@ def test_the_wheel_holds_the_controller_and_no_dev_tools(wheel: Path) -> None:
     assert not [r for r in runtime if r.split(">")[0].split("=")[0].strip().lower() in DEV_LIBRARIES], runtime
     assert "lora-controller = lora_controller.cli.main:main" in entry_points
     assert "lora-vllm-sim = lora_controller.cli.dev:vllm_sim" in entry_points
+    # The placement view's files and the kubectl plugin ship with the controller.
+    assert "kubectl-lora = lora_controller.kubectl.main:main" in entry_points
+    for static in ("index.html", "login.html", "view.css", "view.js"):
+        assert f"lora_controller/server/static/{static}" in names, static
 
 
 BLOCK_DEV_LIBRARIES = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in DEV_LIBRARIES)
@@ -109,3 +113,11 @@ def test_the_controller_commands_of_a_production_install_work(installed: Path) -
     assert proc.returncode == 0 and "--adapter-store" in proc.stdout, proc.stderr
     proc = _python(installed, "from lora_controller.cli.main import main; main(['crd'])")
     assert proc.returncode == 0 and "kind: CustomResourceDefinition" in proc.stdout, proc.stderr
+
+
+def test_the_view_and_the_plugin_of_a_production_install_work(installed: Path) -> None:
+    proc = _python(installed, "from lora_controller.server.page import Page; print(sorted(Page(None).files))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['index.html', 'login.html', 'view.css', 'view.js']"
+    proc = _python(installed, "from lora_controller.kubectl.main import main; main(['plan', '--help'])")
+    assert proc.returncode == 0 and "usage: kubectl lora plan" in proc.stdout, proc.stderr
