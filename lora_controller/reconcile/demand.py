@@ -32,6 +32,8 @@ MAX_REPORTED = 1_000
 """Adapters one usage report may name."""
 LOOKUP_WEIGHT = 1.0
 """Requests a lookup stands for (at least the one that missed the router's cache)."""
+LOOKUP_WINDOW = 10.0
+"""Seconds a lookup's request is spread over: a lookup is one request, not a burst."""
 
 DEMAND = Gauge("lora_controller_adapter_demand_requests_per_second",
                "Smoothed request rate of an adapter (router reports, lookups, pods' reports).",
@@ -64,7 +66,7 @@ class DemandSignals:
         return Reported(accepted, len(counts) - accepted)
 
     def lookup(self, key: AdapterKey, now: float) -> None:
-        self.lookups.observe(key, LOOKUP_WEIGHT, 0.0, now)
+        self.lookups.observe(key, LOOKUP_WEIGHT, LOOKUP_WINDOW, now)
 
     def rate(self, key: AdapterKey, now: float, *, quiet_after: float) -> float:
         """Requests per second: reported, else looked up (when no report came for `quiet_after`)."""

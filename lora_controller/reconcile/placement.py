@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import structlog
+
 from lora_controller.reconcile.planning import DesiredAdapter
 from lora_controller.reconcile.refs import PodRef
 from lora_controller.reconcile.scaling import scale
@@ -19,6 +21,8 @@ from lora_controller.reconcile.snapshot import NamespaceSnapshot
 from lora_controller.reconcile.state import NamespaceState
 from lora_controller.reconcile.world import Ownership, Wanted, capacities, demands, eligible_sets
 from lora_controller.scheduler.model import AdapterKey, PodKey, Schedule
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,14 @@ def place(state: NamespaceState, snapshot: NamespaceSnapshot, wanted: Mapping[Ad
     wanted_models = {c.spec.base_model for c in snapshot.live}
     eligible = eligible_sets(list(wanted.values()), snapshot.pods)
     held = {key: len(pods) for key, pods in current.placement.items()}
+    before = state.scaled
     state.scaled = scale(state.planner, wanted, eligible, held, demand.rates,
                          short_of_slots=demand.short_of_slots, asked=demand.asked | {
                              k for k in wanted if k.name in demand.in_use}, now=demand.now)
+    for key, scaled in state.scaled.items():
+        if key not in before or before[key].replicas != scaled.replicas:
+            log.info("replicas follow demand", adapter=str(key), replicas=scaled.replicas,
+                     held=held.get(key, 0), why=scaled.reason)
     schedule = state.scheduler.schedule(
         demands(list(wanted.values()), snapshot.pods, eligible=eligible,
                 replicas={key: s.replicas for key, s in state.scaled.items()},

@@ -290,7 +290,7 @@ class ControllerView:
     async def ensure(self, adapter: AdapterInfo, *, timeout: float) -> list[PodInfo]:
         """Have the adapter's namespace load it, and wait until a pod confirms it."""
         ref = f"LoraAdapter {adapter.namespace}/{adapter.lora_adapter}"
-        if not adapter.placed:
+        if not adapter.placed and adapter.scaling is None:  # (demand-scaled: the ask scales it)
             raise EnsureFailed("NotPlaced", f"adapter {adapter.name} has no pod: see the status "
                                f"of {ref}", retry_after=10)
         request = self.lazy.request(adapter.key)

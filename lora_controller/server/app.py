@@ -179,7 +179,7 @@ class RouterApi:
         return _json(body)
 
     async def _ensure(self, adapter: AdapterInfo) -> list[PodInfo]:
-        if adapter.placed and not self.is_leader():
+        if (adapter.placed or adapter.scaling) and not self.is_leader():
             leader = self.leader_url()
             hint = f"; the leader answers at {leader}" if leader else ""
             raise ApiProblem(503, "NotLeader",

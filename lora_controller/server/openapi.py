@@ -287,7 +287,8 @@ OPENAPI: dict[str, Any] = {
                 "additionalProperties": False,
                 "properties": {
                     "namespace": _NAMESPACE,
-                    "windowSeconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                    "windowSeconds": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                                      "maximum": 3600},
                     "adapters": {"type": "object", "maxProperties": 1000,
                                  "additionalProperties": {"type": "integer", "minimum": 0,
                                                           "maximum": 1_000_000_000},
