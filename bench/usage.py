@@ -191,11 +191,41 @@ def _check_targets(name: str, out: dict[str, dict[str, float | int] | None]) -> 
     print(f"{name} targets: " + ", ".join(f"{what}: {'yes' if ok else 'NO'}" for what, ok in checks))
 
 
+HRW_DYNAMO = {  # Dynamo's figures for its HRW allocator: route churn, hit rate
+    "dynamo-hot": (1246, 0.665), "dynamo-daily": (1328, 0.658),
+    "dynamo-spike": (1301, 0.664), "dynamo-mmpp": (1109, 0.674),
+}
+
+
+def calibrate(seeds: range) -> None:
+    """HRW on the dynamo-* traces over many seeds, adapters named as Dynamo names them, beside
+    Dynamo's own HRW figures: is our trace and metric the same as theirs?"""
+    for name, make in SCENARIOS.items():
+        churn, hits = [], []
+        for seed in seeds:
+            trace = make(seed=seed)
+            names = [f"lora-{k:03d}" for k in range(trace.adapters)]
+            f = simulate_hrw(trace.counts, names, 8, MAX_LORAS, lambda _: 0).figures()
+            churn.append(f["route_churn"])
+            hits.append(f["hit_rate"])
+        theirs = HRW_DYNAMO[name]
+        print(f"calibration {name}: route churn {statistics.mean(churn):.0f} "
+              f"(sd {statistics.stdev(churn):.0f}, {min(churn)}-{max(churn)}), hit rate "
+              f"{statistics.mean(hits):.3f} (sd {statistics.stdev(hits):.3f}, "
+              f"{min(hits):.3f}-{max(hits):.3f}) over {len(seeds)} seeds; Dynamo: {theirs[0]}, "
+              f"{theirs[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--smoke", action="store_true", help="tiny scenarios (tests)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="only HRW on the dynamo-* traces over seeds 1-20 (no JSON)")
     args = parser.parse_args()
+    if args.calibrate:
+        calibrate(range(1, 21))
+        return
     seed = args.seed
     scenarios: dict[str, dict[str, dict[str, float | int] | None]] = {}
     ticks = 20 if args.smoke else 200

@@ -15,17 +15,27 @@ from lora_controller.scheduler.model import (
     Strategy,
 )
 from lora_controller.scheduler.placing import Scheduler, schedule, schedule_adapter
+from lora_controller.scheduler.scaling import (
+    DemandSignal,
+    RateEstimator,
+    ReplicaPlanner,
+    Scaling,
+)
 
 __all__ = [
     "AdapterDemand",
     "AdapterKey",
     "AdapterStatus",
+    "DemandSignal",
     "Move",
     "Placement",
     "PodCapacity",
     "PodKey",
     "Preemption",
     "PreemptionPolicy",
+    "RateEstimator",
+    "ReplicaPlanner",
+    "Scaling",
     "Schedule",
     "Scheduler",
     "Shortfall",

@@ -25,9 +25,10 @@ untouched: roles only choose among pods where a replica fits.
 Rebalancing moves replicas that sit in the wrong role, at most `limit` per run: first a replica
 on a clean pod whose demand fell below `theta / 2` (clearly cold) to a sink, then a replica on a
 sink whose demand is at least `theta` to a clean pod with a free active slot; when no clean pod
-has one, the coldest replica on a clean pod makes room if it is below `theta` and at most half as
-hot. The margins keep an adapter whose demand hovers near `theta` where it is. Without demand (no `demand_rps`, or no pod
-with `active_slots`) nothing here runs and placement is exactly as before.
+has one, the coldest replica on a clean pod makes room if it is below `theta` and at most a quarter
+as hot. The margins keep an adapter whose demand hovers near `theta` where it is. Without demand
+(no `demand_rps`, or no pod with `active_slots`) nothing here runs and placement is exactly as
+before.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 
 _COLD = 2
 """A replica on a clean pod is moved out only below `theta / _COLD`."""
+_SWAP = 4
+"""A hot replica stuck on a sink takes the place of a lukewarm one at most `1 / _SWAP` as hot."""
 
 
 def assign_roles(index: Index) -> None:
@@ -203,8 +206,10 @@ def rebalance(run: Run, limit: int) -> int:
         for _, _, _, adapter, pod in warm:
             if moved >= limit:
                 break
-            if not group.open and moved + 2 <= limit:
-                moved += _make_room(run, group, adapter)
+            if not group.open:
+                if moved + 2 > limit or not _make_room(run, group, adapter):
+                    break  # the hottest candidates come first: nobody later would make room
+                moved += 1
             if _move(run, adapter, pod, _open_pod(adapter, group)):
                 moved += 1
     return moved
@@ -212,7 +217,7 @@ def rebalance(run: Run, limit: int) -> int:
 
 def _make_room(run: Run, group: GroupState, hot: AdapterState) -> int:
     """No clean pod has a free active slot for `hot`: move the coldest replica of a clean pod to
-    a sink if it is below `theta` and at most half as hot as `hot`. Returns the moves (0 or 1)."""
+    a sink if it is below `theta` and at most a quarter as hot as `hot`. Returns the moves (0 or 1)."""
     theta = group.theta
     assert theta is not None
     coldest = min(((a.qi, a.key, p.key, a, p) for p in group.pods.values() if p.clean
@@ -220,7 +225,7 @@ def _make_room(run: Run, group: GroupState, hot: AdapterState) -> int:
     if coldest is None:
         return 0
     qi, _, _, adapter, pod = coldest
-    if qi >= theta or qi * _COLD > hot.qi or pod.key in hot.pods:
+    if qi >= theta or qi * _SWAP > hot.qi or pod.key in hot.pods:
         return 0
     return 1 if _move(run, adapter, pod, _sink(adapter, group)) else 0
 
