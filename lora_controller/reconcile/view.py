@@ -114,6 +114,10 @@ class FleetView(Protocol):
 
     def adapters_named(self, name: str, namespace: str | None = None) -> list[AdapterInfo]: ...
 
+    def adapter_keys(self, namespace: str | None = None) -> list[AdapterKey]: ...
+
+    def adapter(self, key: AdapterKey) -> AdapterInfo | None: ...
+
     def pod(self, namespace: str, name: str) -> PodDetail | None: ...
 
     def pods(self, namespace: str | None = None) -> list[PodDetail]: ...
@@ -208,6 +212,20 @@ class ControllerView:
             if state is not None:
                 out.extend(self._info(w, state) for w in state.by_name.get(name, ()))
         return out
+
+    def adapter_keys(self, namespace: str | None = None) -> list[AdapterKey]:
+        """Every selected adapter's key, sorted: cheap, for paging before building answers."""
+        out: list[AdapterKey] = []
+        for ns in sorted(self.states) if namespace is None else [namespace]:
+            state = self.states.get(ns)
+            if state is not None:
+                out.extend(sorted(state.selection.wanted))
+        return out
+
+    def adapter(self, key: AdapterKey) -> AdapterInfo | None:
+        state = self.states.get(key.namespace)
+        w = state.selection.wanted.get(key) if state is not None else None
+        return self._info(w, state) if state is not None and w is not None else None
 
     def pod(self, namespace: str, name: str) -> PodDetail | None:
         ref = PodRef(namespace, name)

@@ -16,6 +16,7 @@ from typing import Any
 from lora_controller.api.types import LoraAdapter
 from lora_controller.reconcile.history import ActionRecord, EventRecord
 from lora_controller.reconcile.view import AdapterInfo, PodDetail
+from lora_controller.scheduler.model import AdapterKey
 
 JSON = dict[str, Any]
 
@@ -94,11 +95,9 @@ def fleet(crs: Sequence[LoraAdapter], pods: Sequence[PodDetail], events: Sequenc
     }
 
 
-def matching(adapters: Sequence[AdapterInfo], *, base_model: str | None, lora_adapter: str | None,
-             search: str | None) -> list[AdapterInfo]:
+def matching(keys: Sequence[AdapterKey], *, lora_adapter: str | None,
+             search: str | None) -> list[AdapterKey]:
     """The adapters the filters keep; `search` is a case-insensitive part of the adapter's name."""
     needle = search.lower() if search else None
-    return [a for a in adapters
-            if (base_model is None or a.base_model == base_model)
-            and (lora_adapter is None or a.lora_adapter == lora_adapter)
-            and (needle is None or needle in a.name.lower())]
+    return [k for k in keys if (lora_adapter is None or k.cr == lora_adapter)
+            and (needle is None or needle in k.name.lower())]

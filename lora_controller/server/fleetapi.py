@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from lora_controller.reconcile.view import AdapterInfo, FleetView
+from lora_controller.scheduler.model import AdapterKey
 from lora_controller.server import fleet, plan, why
 from lora_controller.server.answers import (
     NAME,
@@ -67,12 +68,22 @@ class FleetApi:
         ns = self.served(query(request, "namespace", NAMESPACE))
         offset = int_query(request, "offset", default=0, low=0, high=10**7)
         limit = int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
-        found = fleet.matching(self.view.adapters(ns), base_model=query(request, "baseModel"),
-                               lora_adapter=query(request, "loraAdapter", NAME),
-                               search=query(request, "search"))
-        return cached_answer(request, {
-            "total": len(found), "offset": offset, "limit": limit,
-            "adapters": [fleet.adapter_row(a) for a in found[offset:offset + limit]]})
+        base_model = query(request, "baseModel")
+        models: dict[tuple[str, str], str | None] = {}
+
+        def model(key: AdapterKey) -> str | None:
+            if (key.namespace, key.cr) not in models:
+                cr = self.view.lora_adapter(key.namespace, key.cr)
+                models[(key.namespace, key.cr)] = cr.spec.base_model if cr else None
+            return models[(key.namespace, key.cr)]
+
+        found = fleet.matching(self.view.adapter_keys(ns), lora_adapter=query(
+            request, "loraAdapter", NAME), search=query(request, "search"))
+        if base_model is not None:
+            found = [k for k in found if model(k) == base_model]
+        page = [a for k in found[offset:offset + limit] if (a := self.view.adapter(k))]
+        return cached_answer(request, {"total": len(found), "offset": offset, "limit": limit,
+                                       "adapters": [fleet.adapter_row(a) for a in page]})
 
     async def why(self, request: web.Request) -> web.Response:
         name = path_param(request, "name", NAME)

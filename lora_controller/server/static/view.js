@@ -212,11 +212,13 @@
   }
 
   function renderAll() {
+    const started = performance.now();
     renderFilters();
     renderResources();
     renderPods();
     renderActivity();
     renderMatrix();
+    document.body.dataset.renderMs = (performance.now() - started).toFixed(1);
   }
 
   // -- polling ---------------------------------------------------------------------------------
