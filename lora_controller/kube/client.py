@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio import config as k8s_config
 from prometheus_client import Counter
 
+from lora_controller.kube.clientlib import (
+    ApiClient,
+    Configuration,
+    load_incluster_config,
+    load_kube_config,
+)
 from lora_controller.kube.resources import ResourceKind
 
 JSON = dict[str, Any]
@@ -90,7 +95,7 @@ def _error_from_body(status: int, body: bytes, headers: Mapping[str, str]) -> Ap
 class KubeClient:
     """JSON requests to the API server, each with a timeout."""
 
-    def __init__(self, api: k8s_client.ApiClient, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, api: ApiClient, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.api = api
         self.timeout = timeout
 
@@ -101,17 +106,14 @@ class KubeClient:
     ) -> KubeClient:
         """From a kubeconfig file when given (or $KUBECONFIG), else the in-cluster service account;
         `context` picks a kubeconfig context other than its current one."""
-        cfg = k8s_client.Configuration()
-        import os
-
+        cfg = Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG")
         if path:
-            await k8s_config.load_kube_config(config_file=path, client_configuration=cfg,
-                                              context=context)
+            await load_kube_config(config_file=path, client_configuration=cfg, context=context)
         else:
-            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         cfg.connection_pool_maxsize = pool_size
-        return cls(k8s_client.ApiClient(configuration=cfg), timeout=timeout)
+        return cls(ApiClient(configuration=cfg), timeout=timeout)
 
     async def close(self) -> None:
         await self.api.close()
