@@ -147,6 +147,50 @@ def _container_port(container: JSON | None, fallback: int) -> int:
     return fallback
 
 
+_READ_ENV = frozenset({"VLLM_ALLOW_RUNTIME_LORA_UPDATING", "VLLM_API_KEY"})
+_READ_ANNOTATIONS = (MEMORY_ANNOTATION, PORT_ANNOTATION, ZONE_LABEL)
+
+
+def _container_fields(c: JSON) -> JSON:
+    kept: JSON = {k: c[k] for k in ("name", "command", "args") if k in c}
+    env = [{k: e[k] for k in ("name", "value") if k in e}
+           for e in c.get("env") or [] if e.get("name") in _READ_ENV]
+    if env:
+        kept["env"] = env
+    if c.get("envFrom"):
+        kept["envFrom"] = [{}] * len(c["envFrom"])  # only its presence is read
+    ports = [{k: p[k] for k in ("name", "containerPort") if k in p}
+             for p in c.get("ports") or [] if p.get("name") == "http"]
+    if ports:
+        kept["ports"] = ports
+    return kept
+
+
+def pod_fields(pod: JSON) -> JSON:
+    """The pod informer's transform (client-go's `SetTransform`): only the fields `target_pod`
+    reads, so that the cache of every pod of a namespace holds a few hundred bytes per pod instead
+    of the whole object (volumes, env, probes, managedFields, most of the status). Idempotent."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    kept_meta: JSON = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                            "labels", "deletionTimestamp") if k in meta}
+    read = {k: annotations[k] for k in _READ_ANNOTATIONS if k in annotations}
+    if read:
+        kept_meta["annotations"] = read
+    kept_status: JSON = {k: status[k] for k in ("phase", "podIP") if k in status}
+    kept_status["conditions"] = [{"type": "Ready", "status": c.get("status")}
+                                 for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    kept_status["containerStatuses"] = [{"restartCount": cs.get("restartCount") or 0}
+                                        for cs in status.get("containerStatuses") or []]
+    kept_spec: JSON = {"containers": [_container_fields(c) for c in spec.get("containers") or []]}
+    if spec.get("nodeName"):
+        kept_spec["nodeName"] = spec["nodeName"]
+    return {"apiVersion": pod.get("apiVersion", "v1"), "kind": pod.get("kind", "Pod"),
+            "metadata": kept_meta, "spec": kept_spec, "status": kept_status}
+
+
 def target_pod(pod: JSON) -> TargetPod:
     """Read a Pod object. Never raises: what cannot be read becomes `problem`."""
     meta = pod.get("metadata") or {}

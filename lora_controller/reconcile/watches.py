@@ -4,8 +4,9 @@ The Pod informer of a namespace watches every pod there, not only those some pod
 a pod relabelled out of every selector must still be seen, so that the controller unloads what it
 put there, and a deleted resource keeps its finalizer until that is done. (Filtering by labels on
 the API server turns a relabel into a delete event, indistinguishable from the pod going away.)
-Selectors are applied in memory. The Secret informer runs while a resource of the namespace
-references a Secret. One watch each, however many resources: HTTP/1.1 watches each hold a
+Selectors are applied in memory. The cache keeps only the fields of a Pod the controller reads
+(`pods.pod_fields`, the informer's transform). The Secret informer runs while a resource of the
+namespace references a Secret. One watch each, however many resources: HTTP/1.1 watches each hold a
 connection to the API server.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from lora_controller.api.types import LoraAdapter
 from lora_controller.kube.informer import InformerFactory, SharedInformer
 from lora_controller.kube.resources import PODS, SECRETS
+from lora_controller.reconcile.pods import pod_fields
 
 JSON = dict[str, Any]
 Handler = Callable[[JSON], None]
@@ -37,7 +39,7 @@ class NamespaceWatches:
     def sync(self, namespace: str, crs: Sequence[LoraAdapter]) -> None:
         """Make the namespace's watches fit its resources (cheap when nothing changed)."""
         if crs and namespace not in self.pods:
-            inf = self.factory.informer(PODS, namespace=namespace)
+            inf = self.factory.informer(PODS, namespace=namespace, transform=pod_fields)
             inf.add_event_handler(on_add=self.on_pod,
                                   on_update=lambda _old, new: self.on_pod(new),
                                   on_delete=self.on_pod_gone)
