@@ -73,6 +73,25 @@ def _ready(item: JSON) -> bool:
     return bool(status.get("phase") == "Ready" and status.get("observedGeneration") == item["metadata"]["generation"])
 
 
+def check_truthful(status: JSON) -> None:
+    """What every status the controller writes must satisfy: counts agree with the lists (unless
+    they were cut), a Ready resource lists no failure, a phase is one the CRD names. Every status
+    an end-to-end test reads goes through this."""
+    if not status:
+        return
+    if not status.get("truncated"):
+        assert status.get("loadedCount", 0) == len(status.get("loadedAdapters", [])), status
+        assert status.get("failedCount", 0) == len(status.get("failedAdapters", [])), status
+    assert status.get("loadedCount", 0) <= status.get("desiredCount", 0) or not status.get(
+        "desiredCount"), status
+    assert status.get("phase") in (None, "Pending", "Loading", "Ready", "Partial", "Failed"), status
+    if status.get("phase") == "Ready":
+        assert not status.get("failedAdapters"), status
+    confirmed = {a for p in status.get("podAssignments", []) for a in p.get("adapters", [])}
+    if not status.get("truncated"):
+        assert confirmed == set(status.get("loadedAdapters", [])), status
+
+
 @dataclass
 class Cluster:
     """One namespace with simulated vLLM pods."""
@@ -195,8 +214,10 @@ class Cluster:
         return await self.kube.get(LORA_ADAPTERS, name, namespace=self.namespace)
 
     async def status(self, name: str) -> JSON:
-        """LoraAdapter `name`'s status ({} before the first write)."""
-        return (await self.cr(name)).get("status") or {}
+        """LoraAdapter `name`'s status ({} before the first write), checked to be truthful."""
+        status: JSON = (await self.cr(name)).get("status") or {}
+        check_truthful(status)
+        return status
 
     async def wait_status(self, name: str, check: Callable[[JSON], bool], *,
                           timeout: float = 30.0, what: str = "") -> JSON:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from lora_controller.api.types import LoraAdapter
+from lora_controller.api.types import LoraAdapter, SourceType
 from lora_controller.core.clock import Clock
 from lora_controller.kube.runner import Result
 from lora_controller.reconcile.confirming import confirm
@@ -140,8 +140,10 @@ class NamespaceReconciler:
         task = asyncio.ensure_future(discover_all(self.discovery, snapshot.live))
         try:
             done, _ = await asyncio.wait({task}, timeout=PENDING_AFTER)
-            if not done:
-                new = [c for c in snapshot.live if c.status is None]
+            if not done:  # new resources whose remote source has not answered yet
+                new = [c for c in snapshot.live if c.status is None
+                       and c.spec.adapter_source.type is not SourceType.LOCAL
+                       and self.discovery.peek(CrRef.of(c)) is None]
                 await self.reporter.pending(writer, new, self.clock.now())
             return await task
         finally:

@@ -200,10 +200,15 @@ class Reporter:
 
     async def pending(self, writer: Writer, crs: Sequence[LoraAdapter], now: datetime) -> None:
         """Say Pending (accepted, nothing discovered yet) on new resources."""
-        for cr in crs:
-            status = compute_status(reports=[], generation=cr.metadata.generation, previous=None,
-                                    now=_timestamp(now), discovered=False)
-            await writer.write_status(cr, status)
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one(cr: LoraAdapter) -> None:
+            async with sem:
+                await writer.write_status(cr, compute_status(
+                    reports=[], generation=cr.metadata.generation, previous=None,
+                    now=_timestamp(now), discovered=False))
+
+        await asyncio.gather(*(one(cr) for cr in crs))
 
     @staticmethod
     async def _phase_event(writer: Writer, cr: LoraAdapter, status: LoraAdapterStatus) -> None:

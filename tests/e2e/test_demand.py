@@ -13,13 +13,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from lora_controller.devenv.adapters import write_adapters
-from lora_controller.devenv.cluster import Cluster, local_spec
+from lora_controller.devenv.cluster import Cluster, check_truthful, local_spec
 from lora_controller.devenv.controller_process import ControllerProcess
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
@@ -27,15 +26,7 @@ pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 POLL = 1.0
 
 
-def truthful(status: dict[str, Any]) -> None:
-    """What every status the controller writes must satisfy."""
-    if not status:
-        return
-    if not status.get("truncated"):
-        assert status.get("loadedCount", 0) == len(status.get("loadedAdapters", [])), status
-        assert status.get("failedCount", 0) == len(status.get("failedAdapters", [])), status
-    if status.get("phase") == "Ready":
-        assert not status.get("failedAdapters"), status
+truthful = check_truthful
 
 
 class Router:

@@ -122,19 +122,32 @@ async def test_one_resource_failing_never_stops_the_others(world: World, tmp_pat
     assert "RecursionError" in ready.message
 
 
-async def test_a_slow_source_shows_pending_first(world: World, tmp_path: Path) -> None:
+async def test_a_slow_remote_source_shows_pending_first(world: World, tmp_path: Path) -> None:
+    from lora_controller.reconcile.cache import ClusterCache
+
     await world.add_pod("p1")
-    world.apply(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+    local = ClusterCache()._parse(cr_object(NS, "a", adapters(tmp_path / "src", ["x"])))
+    remote = cr_object(NS, "a", tmp_path)
+    remote["spec"]["adapterSource"] = {"type": "s3", "repository": "s3://bucket/x"}
+    world.apply(remote)
     real = world.reconciler.discovery.discover_fn
 
     async def slow(spec, **kw):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(1.3)
-        return await real(spec, **kw)
+        await asyncio.sleep(1.3)  # a bucket slow to list; its listing: the local adapters
+        return await real(local.spec, **kw)
 
     world.reconciler.discovery.discover_fn = slow
     await world.reconcile()
     phases = [s.phase for _, s in world.writer.statuses]
     assert phases[0] is Phase.PENDING and phases[-1] is Phase.READY
+
+
+async def test_a_local_source_goes_straight_to_work(world: World, tmp_path: Path) -> None:
+    await world.add_pod("p1")
+    for i in range(40):  # many resources: discovering them all takes a while, each is quick
+        world.apply(cr_object(NS, f"r{i:02d}", adapters(tmp_path / f"s{i}", [f"x{i}"])))
+    await world.reconcile()
+    assert Phase.PENDING not in {s.phase for _, s in world.writer.statuses}
 
 
 async def test_deleting_unloads_then_drops_the_finalizer(world: World, tmp_path: Path) -> None:
