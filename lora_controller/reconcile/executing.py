@@ -87,7 +87,7 @@ class Executor:
         except VllmError as exc:
             kind = type(exc).__name__
             (LOADS if isinstance(action, Load) else UNLOADS).labels("error", kind).inc()
-            return Outcome(action, False, kind, exc.reason, exc.retriable)
+            return Outcome(action, False, kind, exc.reason, exc.retryable)
         except Exception as exc:  # a bug must not stop the other actions
             log.exception("action failed unexpectedly", pod=str(action.pod), adapter=action.name)
             (LOADS if isinstance(action, Load) else UNLOADS).labels("error", "Internal").inc()

@@ -20,7 +20,7 @@ from typing import Any
 class VllmError(Exception):
     """A call to a vLLM pod did not do what was asked. `reason` is meant for a person (status, events)."""
 
-    retriable: bool = False
+    retryable: bool = False
 
     def __init__(self, reason: str, *, status: int | None = None, message: str | None = None) -> None:
         super().__init__(reason)
@@ -32,7 +32,7 @@ class VllmError(Exception):
 class TransientError(VllmError):
     """Worth retrying later: 5xx other than a bad adapter, timeouts, refused connections, resets."""
 
-    retriable = True
+    retryable = True
 
 
 class PodResponseInvalid(TransientError):

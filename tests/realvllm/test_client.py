@@ -46,7 +46,7 @@ async def test_client_round_trip_on_real_vllm(real_servers: list[RealVllmServer]
             assert f"{adapters}/does-not-exist" in missing.value.reason  # our path, not vLLM's <path>
             with pytest.raises(AdapterInvalid) as noweights:
                 await c.load_adapter(ep, name="rt-nw", path=f"{adapters}/lora-noweights")
-            assert not noweights.value.retriable
+            assert not noweights.value.retryable
             with pytest.raises(NameConflict):
                 await c.load_adapter(ep, name=BASE_MODEL, path=f"{adapters}/lora-a")
             assert [m.id for m in (await c.list_models(ep)).adapters] == ["rt"]  # failures register nothing

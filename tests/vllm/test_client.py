@@ -82,7 +82,7 @@ async def test_invalid_adapters_have_actionable_reasons(
     with pytest.raises(AdapterInvalid) as info:
         await client(session).load_adapter(ep, name="x", path=path)
     assert info.value.reason == expected.format(path=path)
-    assert not info.value.retriable
+    assert not info.value.retryable
     assert pod.adapters == {}  # a failed load registers nothing
 
 
@@ -120,7 +120,7 @@ async def test_500s_refusals_and_hangs_are_transient(
     pod.faults.error_rate_500 = 1.0
     with pytest.raises(TransientError) as info:
         await c.list_models(ep)
-    assert info.value.status == 500 and info.value.retriable
+    assert info.value.status == 500 and info.value.retryable
     pod.faults.error_rate_500 = 0.0
     pod.faults.refuse_loads = True
     with pytest.raises(TransientError):
@@ -293,7 +293,7 @@ async def test_huge_models_answer_is_cut_and_names_what_the_pod_did(
     with pytest.raises(PodResponseInvalid) as info:
         await c.list_models(hostile.endpoint)
     assert "/v1/models" in info.value.reason and "larger than" in info.value.reason
-    assert info.value.retriable
+    assert info.value.retryable
     assert hostile.sent < 16 * (1 << 20)  # the client stopped reading
     hostile.claim_length, hostile.repeat = 100 << 20, 0  # announced, never sent
     with pytest.raises(PodResponseInvalid, match="larger than"):
