@@ -2,7 +2,9 @@
 
 - A candidate acquires the Lease when it is free, released, or expired. Expiry is judged from the
   *local* time at which this candidate last saw the Lease's record change, never from timestamps
-  written by another machine's clock.
+  written by another machine's clock. A candidate watches the Lease (beyond client-go, which only
+  polls it every retry period), so it sees each renewal as it happens and tries again the moment
+  the last one runs out: a crashed leader is replaced within the lease duration of the crash.
 - Every write is an optimistic update carrying the resourceVersion just read: two candidates can
   never both win the same round.
 - The leader renews every `retry_period`; if it cannot renew for `renew_deadline` it stops leading.
@@ -126,11 +128,44 @@ class LeaderElector:
                 self._stop_leading()
 
     async def _acquire(self) -> None:
+        follower = asyncio.create_task(self._follow(), name=f"lease-watch:{self.name}")
+        try:
+            while True:
+                if await self._try_acquire_or_renew():
+                    self._start_leading()
+                    return
+                await self.clock.sleep(self._until_next_try())
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    def _until_next_try(self) -> float:
+        """A retry period (with jitter), or less when the Lease expires sooner: a candidate that
+        saw the leader's last renewal tries again the moment that renewal runs out."""
+        retry = self.retry_period * (1 + (JITTER - 1) * random.random())
+        record = self._observed
+        if record is None or not record.holder:
+            return retry
+        expires_in = self._observed_at + max(record.lease_duration, 1) - self.clock.monotonic()
+        return max(0.01, min(retry, expires_in + 0.01))
+
+    async def _follow(self) -> None:
+        """While not leading, watch the Lease, so that each renewal of the leader is seen when it
+        happens and not up to a retry period later: expiry is still judged from the local time of
+        the last change seen (never from another machine's clock), and with the renewal seen at
+        once a crashed leader is replaced within the lease duration of its last renewal."""
         while True:
-            if await self._try_acquire_or_renew():
-                self._start_leading()
-                return
-            await self.clock.sleep(self.retry_period * (1 + (JITTER - 1) * random.random()))
+            try:
+                async for event in self.client.watch(
+                        LEASES, namespace=self.namespace, resource_version="",
+                        field_selector=f"metadata.name={self.name}",
+                        timeout_seconds=int(60 + 60 * random.random())):
+                    if event.type in ("ADDED", "MODIFIED"):
+                        self._observe(LeaseRecord.from_lease(event.object))
+            except ApiError as exc:
+                self._log.debug("lease watch ended", status=exc.status, reason=exc.reason)
+                await self.clock.sleep(self.retry_period)
 
     async def _renew_loop(self) -> None:
         while True:

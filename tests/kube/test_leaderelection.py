@@ -67,6 +67,36 @@ async def test_exactly_one_leader_and_takeover_after_a_crash(kube: KubeClient, n
         await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
+async def test_a_crashed_leader_is_replaced_within_the_lease_duration(
+        kube: KubeClient, namespace: str) -> None:
+    """The standby watches the Lease: it sees the last renewal when it happens and tries again the
+    moment it runs out, not up to two retry periods later (polling: one to see the renewal, one
+    to try again)."""
+    timing = {"lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 1.5}
+    lease = f"lease-{uuid.uuid4().hex[:6]}"
+    a, b = (LeaderElector(kube, name=lease, namespace=namespace, identity=i, **timing)
+            for i in ("a", "b"))
+    tasks = {e.identity: asyncio.create_task(e.run()) for e in (a, b)}
+    loop = asyncio.get_running_loop()
+    try:
+        while not (a.is_leader or b.is_leader):
+            await asyncio.sleep(0.01)
+        leader, standby = (a, b) if a.is_leader else (b, a)
+        renewed = leader._last_renew
+        while leader._last_renew == renewed:  # crash just after a renewal: the worst case
+            await asyncio.sleep(0.005)
+        tasks[leader.identity].cancel()
+        crashed_at = loop.time()
+        while not standby.is_leader:
+            await asyncio.sleep(0.01)
+        took = loop.time() - crashed_at
+        assert timing["lease_duration"] - 0.3 <= took <= timing["lease_duration"] + 0.5, took
+    finally:
+        for t in tasks.values():
+            t.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
 async def test_release_on_shutdown_hands_over_at_once(kube: KubeClient, namespace: str) -> None:
     lease = f"lease-{uuid.uuid4().hex[:6]}"
     log: list[str] = []
