@@ -164,6 +164,9 @@ class LeaderElector:
                     if event.type in ("ADDED", "MODIFIED"):
                         self._observe(LeaseRecord.from_lease(event.object))
             except ApiError as exc:
+                if exc.status in (401, 403):  # polling alone still sees expiry, later
+                    self._log.warning("cannot watch the lease", error=exc.message[:300])
+                    return
                 self._log.debug("lease watch ended", status=exc.status, reason=exc.reason)
                 await self.clock.sleep(self.retry_period)
 

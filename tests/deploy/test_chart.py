@@ -167,6 +167,22 @@ def test_default_render() -> None:
     pdb = one(objects, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_the_service_balances_over_every_ready_replica() -> None:
+    """Routers reach every replica, leader or standby: the Service selects the labels all replicas
+    share (nothing a leader alone would carry), keeps no client on one replica, and takes a
+    replica in once its /readyz says its caches are synced (the code's readiness, not leadership:
+    tests/e2e/test_failover.py)."""
+    objects = render("lora-controller", "lora-controller")
+    dep, svc = one(objects, "Deployment"), one(objects, "Service")
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"].get("sessionAffinity", "None") == "None"
+    assert not svc["spec"].get("publishNotReadyAddresses")
+    assert svc["spec"]["type"] == "ClusterIP" and "clusterIP" not in svc["spec"]  # not headless
+    probe = container(dep)["readinessProbe"]
+    assert probe["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert not [o for o in objects if o["kind"] in ("ServiceMonitor", "PrometheusRule",
                                                     "ConfigMap")]
 
@@ -180,7 +196,7 @@ def test_default_rbac_is_least_privilege() -> None:
     assert role["metadata"]["namespace"] == "ops"
     lease_rules = role["rules"]
     assert {(tuple(r["verbs"]), tuple(r.get("resourceNames", []))) for r in lease_rules} == {
-        (("get", "update"), ("rel-lora-controller",)), (("create",), ())}
+        (("get", "update", "watch"), ("rel-lora-controller",)), (("create",), ())}
     assert all(r["apiGroups"] == ["coordination.k8s.io"] and r["resources"] == ["leases"]
                for r in lease_rules)
     assert run_args(one(objects, "Deployment")).lease_name == "rel-lora-controller"

@@ -177,6 +177,7 @@ async def test_controller_runs_with_only_the_charts_rbac(
     assert sa.can_i("patch", "loraadapters.production-stack.vllm-project", "--subresource=status",
                     "-n", ns)
     assert sa.can_i("list", "pods", "-n", ns)
+    assert sa.can_i("watch", f"leases.coordination.k8s.io/{args.lease_name}", "-n", ns)
     if watch_all:
         assert sa.can_i("list", "pods", "--all-namespaces")
         assert sa("get", "secrets", "-n", "default").returncode == 0  # list, any namespace
