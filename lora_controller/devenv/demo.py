@@ -177,6 +177,7 @@ async def run_demo(local: LocalCluster, started: float) -> None:
         ctl = local.start_controller("--no-leader-elect", namespace=NS, poll_interval=1, resync=None,
                                      log_level="info", env={"AWS_EC2_METADATA_DISABLED": "true"})
         await apply_samples(cluster, local_dir, s3_endpoint)
+        print(f"placement view: {ctl.url}/  (open it in a browser while the demo runs)")
 
         say("5. status converging (phase, loaded/desired)")
         await watch_until_ready(local.kube)
