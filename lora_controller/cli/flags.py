@@ -184,7 +184,7 @@ def _tuning_flags(parser: argparse.ArgumentParser) -> None:
     f("--workers", "namespaces reconciled at once", type=Count(1, 1024), default="4")
     f("--resync", "seconds between full re-checks of every resource",
       type=Seconds(1, 604800), default="300")
-    f("--poll-interval", "seconds between reads of each pod's /v1/models, jittered by 20%%",
+    f("--poll-interval", "most seconds between reads of each pod's /v1/models (jittered down by up to 20%%)",
       type=Seconds(0.1, 3600), default="10")
     f("--discovery-ttl", "seconds a source listing is reused before it is read again",
       type=Seconds(0, 604800), default="300")

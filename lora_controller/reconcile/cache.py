@@ -59,6 +59,10 @@ class ClusterCache:
     def synced(self) -> bool:
         return all(inf.has_synced() for inf in self.cr_informers)
 
+    def namespaces(self) -> set[str]:
+        """Namespaces holding at least one LoraAdapter (from the informers' index, no parsing)."""
+        return {ns for inf in self.cr_informers for ns in inf.store.index_values("namespace")}
+
     # -- pods ------------------------------------------------------------------------------------
     def pods(self, namespace: str) -> list[TargetPod]:
         """The namespace's pods, sorted by name."""

@@ -2,9 +2,11 @@
 
 `/v1/models` is the only truth about placement (vLLM's metrics show only adapters with requests in
 flight). Every replica of the controller runs this, leader or not: it only reads, and it is what
-the router API answers from. A pod is polled every `interval` seconds (±`jitter`), and probed at once
-when it becomes Ready, changes IP or UID, or a container restarts. When what a pod reports changes,
-`on_change(pod)` is called (the controller enqueues that pod's namespace).
+the router API answers from. A pod is polled at least every `interval` seconds (jittered down by up
+to `jitter`, never up: what a replica answers is at most one interval older than the pod; the router
+API shows each pod's `observedAt`), and probed at once when it becomes Ready, changes IP or UID, or
+a container restarts. When what a pod reports changes, `on_change(pod)` is called (the controller
+enqueues that pod's namespace).
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ class Observer:
         self._wake.set()
 
     def _next_delay(self) -> float:
-        return self.interval * (1 + self.jitter * (2 * random.random() - 1))
+        return self.interval * (1 - self.jitter * random.random())
 
     async def probe(self, pod_key: PodRef) -> Observation | None:
         """Read the pod's `/v1/models` now (joining a read already in flight)."""

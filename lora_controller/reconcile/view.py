@@ -28,6 +28,9 @@ from lora_controller.reconcile.state import NamespaceState
 from lora_controller.reconcile.world import Wanted, adapter_memory, eligible_pods
 from lora_controller.scheduler.model import AdapterKey, PodKey
 
+READY_GRACE = 120.0
+"""Seconds after the caches synced at most before a replica is ready, every namespace read or not."""
+
 
 @dataclass(frozen=True)
 class PodInfo:
@@ -161,10 +164,28 @@ class ControllerView:
         self.lazy = lazy
         self.history = history
         self.namespaces = frozenset(namespaces) if namespaces else None
+        self._ready = False
+        self._synced_at: float | None = None
 
     @property
     def synced(self) -> bool:
-        return self.cache.synced
+        """Ready to answer routers (the replica's readiness; leadership plays no part): the
+        resource caches are synced and every namespace holding resources was read once (its pods'
+        `/v1/models`, the adapters each resource wants), so a replica that just started answers
+        what the pods serve instead of 404s. A namespace that cannot be read keeps a replica out
+        for `READY_GRACE` seconds at most. Once ready, it stays so: a namespace created later must
+        not take every replica out of the Service at once."""
+        if self._ready:
+            return True
+        if not self.cache.synced:
+            return False
+        now = self.reconciler.clock.monotonic()
+        if self._synced_at is None:
+            self._synced_at = now
+        self._ready = now - self._synced_at >= READY_GRACE or all(
+            (state := self.states.get(ns)) is not None and state.schedule is not None
+            for ns in self.cache.namespaces())
+        return self._ready
 
     def serves_namespace(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces

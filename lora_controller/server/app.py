@@ -230,7 +230,8 @@ class RouterApi:
 
     async def readyz(self, request: web.Request) -> web.Response:
         if not self.view.synced:
-            raise ApiProblem(503, "NotSynced", "informer caches are not synced yet", retry_after=1)
+            raise ApiProblem(503, "NotSynced", "the caches are not synced, or not every namespace "
+                             "was read once yet", retry_after=1)
         return _json({"status": "ready", "leader": self.is_leader()})
 
     async def openapi(self, request: web.Request) -> web.Response:

@@ -252,12 +252,19 @@ OPENAPI: dict[str, Any] = {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["reason", "message"],
                 "properties": {"reason": {"type": "string"}, "message": {"type": "string"}}}}},
-            "Pod": {"type": "object", "required": ["name", "namespace", "ip", "port", "baseUrl"],
+            "Pod": {"type": "object",
+                    "required": ["name", "namespace", "ip", "port", "baseUrl", "observedAt"],
                     "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
                                    "ip": {"type": "string", "nullable": True},
                                    "port": {"type": "integer"},
                                    "baseUrl": {"type": "string", "nullable": True},
-                                   "ready": {"type": "boolean"}}},
+                                   "ready": {"type": "boolean"},
+                                   "observedAt": {
+                                       "type": "string", "format": "date-time", "nullable": True,
+                                       "description": "When the replica that answers last read "
+                                       "the pod's /v1/models (UTC): the answer is as fresh as "
+                                       "this, at most one --poll-interval old. Every replica "
+                                       "reads the pods itself; null: not read yet"}}},
             "Adapter": {"type": "object",
                         "required": ["name", "namespace", "loraAdapter", "baseModel", "pods"],
                         "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
