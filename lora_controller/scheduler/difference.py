@@ -23,7 +23,7 @@ from typing import NamedTuple
 from lora_controller.scheduler.index import Index, valid_current
 from lora_controller.scheduler.model import AdapterDemand, AdapterKey, PodCapacity, PodKey
 from lora_controller.scheduler.run import ADDED, Run
-from lora_controller.scheduler.state import AdapterState, detach, reindex, reopen
+from lora_controller.scheduler.state import AdapterState, count, detach, reindex, reopen
 
 
 class Difference(NamedTuple):
@@ -197,9 +197,11 @@ def _replace_demands(run: Run, replaced: list[AdapterDemand]) -> None:
         if adapter.eligible is not demand.eligible_pods:
             adapter.eligible = demand.eligible_pods
             selectors_changed = True
+        count(adapter, -1)
         if demand.replicas is not None and demand.replicas != adapter.wanted:
             _rewant(run, adapter, demand.replicas)
         _reheat(adapter, demand.demand_rps / max(adapter.wanted, 1))
+        count(adapter, 1)
     if selectors_changed:
         for group in index.groups.values():
             group.forget_selectors()
@@ -240,6 +242,7 @@ def _remove_adapters(run: Run, removed: Set[AdapterKey]) -> None:
     index = run.index
     for key in sorted(removed):
         adapter = index.adapters.pop(key)
+        count(adapter, -1)
         index.fill.pop(key, None)
         index.short.discard(key)
         run.removed.add(key)

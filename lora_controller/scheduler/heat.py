@@ -11,11 +11,13 @@ group gets two roles, decided at the start of a run from the state it starts fro
 - **sinks** hold the rest, packed (the fullest sink that fits first), so cold requests swap among
   cold adapters.
 
-How many pods are clean: as many as can be while the other pods' slots still hold every replica
-that is not hot (pods already holding at most their active slots come first, the hottest first,
-then by key, so the roles of a steady state do not change). Hot means among the `H` hottest
-replicas, `H` the clean pods' active slots, by demand per replica (`demand_rps / replicas`);
-`theta` is the demand of the `H`-th.
+How many pods are clean: as many as can be, in key order, while the other pods' slots and memory
+(at the mean adapter size) still hold every replica that is not hot. Hot means among the `H`
+hottest replicas wanted, `H` the clean pods' active slots, by demand per replica (`demand_rps /
+replicas`); `theta` is the demand of the `H`-th. Roles depend on the input alone (pods, and the
+replicas and demand of counted adapters; adapters on every pod are left out), never on the
+placement: a steady input keeps its roles, and rebalancing, which only ever puts a replica into
+its role, comes to rest.
 
 A new replica of a hot adapter goes to a clean pod with a free active slot (the least heat first,
 then the placement order of finding.py), a cold one to a sink; when neither fits, to any pod as
@@ -34,7 +36,6 @@ before.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from lora_controller.scheduler.finding import find, tier
@@ -62,54 +63,46 @@ _SWAP = 4
 
 def assign_roles(index: Index) -> None:
     """Decide, per base-model group, which pods are clean and the hot threshold `theta`."""
-    groups = index.groups
-    if len(groups) == 1:
-        for group in groups.values():
-            _assign(group, index.adapters.values())
-        return
-    by_group: dict[str, list[AdapterState]] = {}
-    for adapter in index.adapters.values():
-        if adapter.group is not None:
-            by_group.setdefault(adapter.group.base_model, []).append(adapter)
-    for group in groups.values():
-        _assign(group, by_group.get(group.base_model, []))
+    for group in index.groups.values():
+        _assign(group)
 
 
-def _assign(group: GroupState, adapters: Iterable[AdapterState]) -> None:
+def _assign(group: GroupState) -> None:
+    """Roles of one group, from its input alone (pods, and the wants of its counted adapters,
+    state.count): a steady input keeps its roles, whatever the placement does."""
     for pod in group.pods.values():
         pod.clean = False
         pod.open_entry = None
     group.open = []
     group.theta = None
-    pods = [p for p in group.pods.values() if p.ready and p.active]
-    hot: dict[int, int] = {}  # demand per replica -> replicas (rates are few distinct values)
-    replicas = memory = 0
-    for a in adapters:
-        if a.group is group:
-            n = len(a.pods) if a.fill else a.wanted
-            replicas += n
-            memory += n * a.mem
-            if a.qi > 0:
-                hot[a.qi] = hot.get(a.qi, 0) + (a.wanted or 1)
-    if not pods or not hot:
+    if not group.levels:
         return
-    clean_slots = _clean_pods(pods, replicas, memory / max(replicas, 1), sum(hot.values()))
-    counted = 0
-    for qi in sorted(hot, reverse=True):
-        if counted >= clean_slots:
-            break
-        group.theta = qi
-        counted += hot[qi]
+    pods = sorted((p for p in group.pods.values() if p.ready and p.active), key=lambda p: p.key)
+    replicas = group.want_replicas
+    levels = sorted(group.levels.items(), reverse=True)
+    clean_slots = _clean_pods(pods, replicas, group.want_memory / max(replicas, 1),
+                              sum(n for _, n in levels))
+    group.theta = _theta(levels, clean_slots)
     for pod in pods:
         if pod.clean:
             reopen(pod)
 
 
+def _theta(levels: list[tuple[int, int]], clean_slots: int) -> int | None:
+    """The demand per replica of the last of the hottest replicas the clean slots hold."""
+    theta = None
+    counted = 0
+    for qi, n in levels:
+        if counted >= clean_slots:
+            break
+        theta = qi
+        counted += n
+    return theta
+
+
 def _clean_pods(pods: list[PodState], replicas: int, mean_mem: float, hot_replicas: int) -> int:
-    """Make pods clean while the others keep slots and memory for every replica that is not hot
-    (at the mean size); pods shaped like clean ones (no more adapters than active slots) first,
-    the hottest first. Returns the clean pods' active slots."""
-    pods.sort(key=lambda p: (len(p.hosted) > (p.active or 0), -p.heat, p.key))
+    """Make pods clean, in key order, while the others keep slots and memory for every replica
+    that is not hot (at the mean size). Returns the clean pods' active slots."""
     sink_slots = sum(max(0, p.slots_total) for p in pods)
     sink_mem = sum(UNBOUNDED if p.capacity_total is None else p.capacity_total for p in pods)
     clean_slots = 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lora_controller.scheduler.model import AdapterDemand, AdapterKey, PodCapacity, PodKey
-from lora_controller.scheduler.state import AdapterState, GroupState, PodState, attach
+from lora_controller.scheduler.state import AdapterState, GroupState, PodState, attach, count
 
 
 class Index:
@@ -60,6 +60,7 @@ class Index:
         self.adapters[demand.key] = adapter
         if adapter.fill:
             self.fill[demand.key] = adapter
+        count(adapter, 1)
         return adapter
 
 

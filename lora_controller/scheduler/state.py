@@ -99,7 +99,8 @@ class GroupState:
 
     __slots__ = (
         "_by_rank", "_by_selector", "_classes_by_rank", "base_model", "capacities", "classes", "full",
-        "last_gain", "mem_by_rank", "open", "pods", "prio_count", "theta",
+        "last_gain", "levels", "mem_by_rank", "open", "pods", "prio_count", "theta", "want_memory",
+        "want_replicas",
     )
 
     def __init__(self, base_model: str) -> None:
@@ -125,6 +126,11 @@ class GroupState:
         # pods with a free active slot, by (heat, -free memory, key).
         self.theta: int | None = None
         self.open: list[OpenEntry] = []
+        # Counted adapters' replicas wanted and their memory, and per demand per replica (> 0)
+        # the replicas wanted: what heat.py sizes roles from, kept up to date by `count`.
+        self.want_replicas = 0
+        self.want_memory = 0
+        self.levels: dict[int, int] = {}
 
     def add_pod(self, pod: PodState, *, live: bool) -> None:
         """Add a pod; `live` also indexes it (otherwise `build_index` does, once for all)."""
@@ -313,6 +319,22 @@ def _remove_entry(entries: list[Entry], entry: Entry) -> None:
 def _remove_full(entries: list[FullEntry], entry: FullEntry) -> None:
     i = bisect_left(entries, entry)
     del entries[i]
+
+
+def count(adapter: AdapterState, sign: int) -> None:
+    """Add (`sign` 1) or take out (-1) a counted adapter's wants from its group's totals."""
+    group = adapter.group
+    if group is None or adapter.fill:
+        return
+    group.want_replicas += sign * adapter.wanted
+    group.want_memory += sign * adapter.wanted * adapter.mem
+    if adapter.qi > 0 and adapter.wanted > 0:
+        levels = group.levels
+        left = levels.get(adapter.qi, 0) + sign * adapter.wanted
+        if left:
+            levels[adapter.qi] = left
+        else:
+            del levels[adapter.qi]
 
 
 def reopen(pod: PodState) -> None:
