@@ -29,8 +29,8 @@ on a clean pod whose demand fell below `theta / 2` (clearly cold) to a sink, the
 sink whose demand is at least `theta` to a clean pod with a free active slot; when no clean pod
 has one, the coldest replica on a clean pod makes room if it is below `theta` and at most a quarter
 as hot. The margins keep an adapter whose demand hovers near `theta` where it is. Without demand
-(no `demand_rps`, or no pod with `active_slots`) nothing here runs and placement is exactly as
-before.
+(no `demand_rps`, or no pod with `active_slots`) nothing here runs; without any `demand_rps` the
+placement is exactly as before (run.py orders by demand within a priority, 0 for all).
 """
 
 from __future__ import annotations
