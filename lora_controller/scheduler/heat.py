@@ -35,6 +35,7 @@ placement is exactly as before (run.py orders by demand within a priority, 0 for
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left
 from typing import TYPE_CHECKING
 
@@ -186,16 +187,19 @@ def rebalance(run: Run, limit: int) -> int:
         if theta is None or moved >= limit:
             continue
         pods = [p for p in group.pods.values() if p.ready]
-        cold = sorted((a.qi, a.key, p.key, a, p) for p in pods if p.clean
-                      for a in p.hosted.values() if a.qi * _COLD < theta and not a.fill)
+        # Only the first few candidates can move: no need to sort them all.
+        cold = heapq.nsmallest(limit - moved, (
+            (a.qi, a.key, p.key, a, p) for p in pods if p.clean
+            for a in p.hosted.values() if a.qi * _COLD < theta and not a.fill))
         for _, _, _, adapter, pod in cold:
             if moved >= limit:
                 break
             if not _move(run, adapter, pod, _sink(adapter, group)):
                 break  # the sinks are full (for this size at least): no more tries this run
             moved += 1
-        warm = sorted((-a.qi, a.key, p.key, a, p) for p in pods if not p.clean and p.active
-                      for a in p.hosted.values() if a.qi >= theta and not a.fill)
+        warm = heapq.nsmallest(limit - moved, (
+            (-a.qi, a.key, p.key, a, p) for p in pods if not p.clean and p.active
+            for a in p.hosted.values() if a.qi >= theta and not a.fill))
         for _, _, _, adapter, pod in warm:
             if moved >= limit:
                 break
