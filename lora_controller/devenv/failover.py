@@ -50,6 +50,8 @@ class FailoverConfig:
     churn_period: float = 1.5
     phase: float = 4.0  # seconds of traffic between two steps
     down: float = 2.0  # seconds the killed standby stays down
+    slow_pod_seconds: float = 1.5  # a pod of another model answering this late: a replica's
+    # first reading of the namespace takes that long (it must not be taken in before)
 
 
 @dataclass
@@ -191,6 +193,10 @@ async def _resources(cluster: Cluster, workdir: Path,
     moving_root = write_adapters(workdir / "adapters" / "moving", moving, shared_weights=True)
     await cluster.add_pods([f"vllm-{i}" for i in range(config.pods)], max_loras=4,
                            max_cpu_loras=2 * (config.steady_adapters + config.moving_adapters))
+    if config.slow_pod_seconds > 0:
+        slow = await cluster.add_pod("slow-other-model", model="other-model")
+        slow.sim.config.faults.hang_rate, slow.sim.config.faults.hang_seconds = \
+            1.0, config.slow_pod_seconds
     await cluster.apply("steady", local_spec(steady_root, deploymentConfig={"replicas": 2}))
 
     def moving_spec(replicas: int) -> dict[str, Any]:
