@@ -5,7 +5,7 @@ vLLM runs at most `--max-loras` adapters at once (`PodCapacity.active_slots`) an
 among the running ones waits while vLLM swaps it in, evicting the least recently used; so one cold
 adapter on a pod of hot ones costs a swap for itself and one for the hot adapter it evicted. When
 some demand is given (`AdapterDemand.demand_rps`) and pods say their active slots, each base model
-group gets two roles, decided at the start of a run from the state it starts from:
+group gets two roles, decided at the start of each run from its input:
 
 - **clean pods** hold at most `active_slots` adapters, the hot ones: they never swap;
 - **sinks** hold the rest, packed (the fullest sink that fits first), so cold requests swap among
@@ -19,9 +19,10 @@ replicas and demand of counted adapters; adapters on every pod are left out), ne
 placement: a steady input keeps its roles, and rebalancing, which only ever puts a replica into
 its role, comes to rest.
 
-A new replica of a hot adapter goes to a clean pod with a free active slot (the least heat first,
-then the placement order of finding.py), a cold one to a sink; when neither fits, to any pod as
-without demand (finding.py). Memory, rank, base model, selectors, priorities and preemption are
+A new replica of a hot adapter goes to a clean pod with a free active slot (zone and node spread
+first, then the least heat, the most free memory, the key), a cold one to the fullest sink that
+fits (zone and node spread first); when neither fits, to any pod as without demand (finding.py).
+Within a priority and a round, replicas with more demand are placed first (run.py). Memory, rank, base model, selectors, priorities and preemption are
 untouched: roles only choose among pods where a replica fits.
 
 Rebalancing moves replicas that sit in the wrong role, at most `limit` per run: first a replica
