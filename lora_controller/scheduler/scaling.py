@@ -24,6 +24,10 @@ the highest count recommended over the last `scale_down_delay` seconds (the stab
 of the Kubernetes HPA), one resource at most `max_changes` replica additions and removals per call.
 A rate below one request per `scale_down_delay` recommends zero, so an adapter whose resource
 allows `min_replicas: 0` is scaled to zero after a whole delay without requests.
+
+`DemandSignal` turns rates into the `AdapterDemand.demand_rps` to pass to the scheduler: a value
+changes only when the rate moved by a factor (2), so most demand objects stay the same from one
+reconcile to the next and the scheduler's incremental path stays cheap.
 """
 
 from __future__ import annotations
