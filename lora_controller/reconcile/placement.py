@@ -87,7 +87,7 @@ def place(state: NamespaceState, snapshot: NamespaceSnapshot, wanted: Mapping[Ad
     schedule = state.scheduler.schedule(
         demands(list(wanted.values()), snapshot.pods, eligible=eligible,
                 replicas={key: s.replicas for key, s in state.scaled.items()},
-                rates={key: s.rate for key, s in state.scaled.items()}),
+                rates=heat_of(state)),
         capacities(snapshot.pods, wanted_models=wanted_models, foreign=current.foreign),
         current.placement,
     )
@@ -98,6 +98,13 @@ def place(state: NamespaceState, snapshot: NamespaceSnapshot, wanted: Mapping[Ad
             del state.preempted[victim]
     state.schedule = schedule
     return schedule
+
+
+def heat_of(state: NamespaceState) -> dict[AdapterKey, float]:
+    """The rates placement sees: coarse (they change only when a rate doubles or halves), so a
+    steady demand gives the scheduler the same input and the same placement."""
+    coarse = state.heat.update({key: s.rate for key, s in state.scaled.items()})
+    return {key: value for key, value in coarse.items() if isinstance(key, AdapterKey)}
 
 
 def desired_adapters(schedule: Schedule, wanted: Mapping[AdapterKey, Wanted], *,

@@ -18,7 +18,7 @@ from lora_controller.reconcile.wanting import Selection
 from lora_controller.reconcile.world import Wanted
 from lora_controller.scheduler import Scheduler
 from lora_controller.scheduler.model import AdapterKey, Preemption, Schedule
-from lora_controller.scheduler.scaling import ReplicaPlanner
+from lora_controller.scheduler.scaling import DemandSignal, ReplicaPlanner
 
 
 @dataclass
@@ -33,6 +33,7 @@ class NamespaceState:
     preempted: dict[AdapterKey, Preemption] = field(default_factory=dict)  # victim -> eviction
     backoff: Backoff = field(default_factory=Backoff)
     planner: ReplicaPlanner = field(default_factory=ReplicaPlanner)
+    heat: DemandSignal = field(default_factory=DemandSignal)  # coarse rates for placement
     scaled: dict[AdapterKey, Scaled] = field(default_factory=dict)  # demand-scaled: count, why
     ledger: Ledger | None = None  # None: not read yet
     ledger_read_acting: bool = False  # read while this replica led (a new leader reads it again)
