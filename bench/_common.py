@@ -4,7 +4,9 @@ pods named and spread as in a cluster, the controller started quiet, and the fig
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,7 @@ from lora_controller.devenv.cluster import Cluster, SimPod
 from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.devenv.local import LocalCluster
 from lora_controller.kube.client import KubeClient
+from lora_controller.kube.resources import LORA_ADAPTERS
 
 
 async def add_pods(cluster: Cluster, count: int, *, labels: Callable[[int], dict[str, str]] | None = None,
@@ -41,6 +44,36 @@ def proc_stats(pid: int) -> tuple[float, float]:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) / 1024
     return cpu, rss
+
+
+def _ready(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    return bool(status.get("phase") == "Ready"
+                and status.get("observedGeneration") == obj["metadata"].get("generation"))
+
+
+async def watch_until_ready(kube: KubeClient, expected: int, *, namespace: str,
+                            timeout: float = 600) -> float:
+    """Seconds until `expected` LoraAdapters of the namespace are Ready for their generation,
+    seen through a watch: polling the list every few milliseconds would take the event loop
+    that also runs the simulated pods, and slow the very loads being timed."""
+    started = time.monotonic()
+    page = await kube.list(LORA_ADAPTERS, namespace=namespace)
+    ready = {o["metadata"]["name"] for o in page["items"] if _ready(o)}
+    version = page["metadata"]["resourceVersion"]
+    async with asyncio.timeout(timeout):
+        while len(ready) < expected:
+            async for event in kube.watch(LORA_ADAPTERS, namespace=namespace,
+                                          resource_version=version, timeout_seconds=60):
+                meta = event.object.get("metadata") or {}
+                version = meta.get("resourceVersion", version)
+                if event.type in ("ADDED", "MODIFIED") and _ready(event.object):
+                    ready.add(meta["name"])
+                elif event.type in ("ADDED", "MODIFIED", "DELETED"):
+                    ready.discard(meta.get("name"))
+                if len(ready) >= expected:
+                    break
+    return time.monotonic() - started
 
 
 async def apiserver_requests(kube: KubeClient) -> dict[tuple[str, str], float]:

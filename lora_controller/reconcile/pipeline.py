@@ -6,7 +6,7 @@
     place     where each adapter should be (the scheduler, the whole namespace at once)
     stage     remote adapters' files into the adapter store, for placed adapters only
     plan      loads and unloads that make the pods' reports match the placement (pure)
-    execute   the plan, less what backs off (leader only; status says Loading first)
+    execute   the plan, less what backs off (leader only; status says Loading if it takes a while)
     confirm   the touched pods read again: only a pod's `/v1/models` confirms anything
     report    statuses, Events, metrics; lazy-load requests answered
     finish    finalizers of deleted resources, the adapter store's garbage
@@ -62,6 +62,9 @@ DEMAND_RECHECK = 15.0
 """Seconds between reconciles of a namespace with demand-scaled adapters, events or not."""
 PENDING_AFTER = 1.0
 """A new resource whose discovery takes longer than this is shown as Pending meanwhile."""
+LOADING_AFTER = 1.0
+"""Actions still running after this long are shown as Loading meanwhile; faster ones go straight
+to their outcome (one status write instead of two, and none before the first load starts)."""
 
 
 class Observing(PodReports, Protocol):
@@ -118,8 +121,11 @@ class NamespaceReconciler:
         state = self.states.get(namespace) or self.states.setdefault(
             namespace, NamespaceState(planner=ReplicaPlanner(self.scale_down_delay)))
         snapshot = await take_snapshot(self.cache, self.observer, namespace)
-        await ensure_finalizers(writer, snapshot.live)
-        r = await self._decide(writer, state, snapshot)
+        finalizers = asyncio.ensure_future(ensure_finalizers(writer, snapshot.live))
+        try:  # beside discovery and placement; done before anything is loaded
+            r = await self._decide(writer, state, snapshot)
+        finally:
+            await finalizers
         r, waiting = await self._execute(writer, state, r)
         pending = await self._report(writer, state, r)
         await self._record_ownership(writer, state, r)
@@ -222,15 +228,18 @@ class NamespaceReconciler:
         earlier = writer.collect(r.snapshot.namespace)
         if not earlier and not (runnable and writer.acts):
             return r, waiting
+        endpoints = {p.ref: p.endpoint for p in r.snapshot.pods if p.endpoint is not None}
+        execution = asyncio.ensure_future(
+            writer.execute(runnable, endpoints, wait=self.timing.action_wait))
         if runnable:
-            await self.reporter.statuses(writer, state, replace(r, executing=True),
-                                         self.clock.now())
             for action in r.plan.loads:
                 if (action.pod.name, action.name) in state.loaded_once and not action.inplace:
                     DRIFT_CORRECTIONS.inc()
-        endpoints = {p.ref: p.endpoint for p in r.snapshot.pods if p.endpoint is not None}
-        outcomes = earlier + await writer.execute(runnable, endpoints,
-                                                  wait=self.timing.action_wait)
+            done, _ = await asyncio.wait({execution}, timeout=LOADING_AFTER)
+            if not done:  # the loads take a while: status says Loading meanwhile
+                await self.reporter.statuses(writer, state, replace(r, executing=True),
+                                             self.clock.now())
+        outcomes = earlier + await execution
         snapshot, outcomes = await confirm(self.observer, r.snapshot, outcomes)
         self._learn(state, outcomes)
         return replace(r, snapshot=snapshot, outcomes=tuple(outcomes),

@@ -4,7 +4,7 @@ Statuses are computed here (pure, from the round's inputs) and written through t
 when they changed. Events tell what happened: loads and unloads summarised per resource (one Event
 for hundreds of loads), each distinct failure (at most `MAX_FAILURE_EVENTS` per execution),
 evictions, and phase transitions (Ready, Partial, Failed). A status is also written before the
-work of an execution (`executing`): it says Loading while the loads run.
+work of an execution that takes a while (`executing`): it says Loading while the loads run.
 """
 
 from __future__ import annotations
