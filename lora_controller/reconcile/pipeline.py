@@ -259,9 +259,10 @@ class NamespaceReconciler:
     async def _report(self, writer: Writer, state: NamespaceState, r: Round) -> bool:
         """Statuses, Events and metrics; answer lazy-load requests. True: work is pending."""
         record_confirmations(state, r)
-        pending = await self.reporter.statuses(writer, state, r, self.clock.now())
+        told: set[CrRef] = set()  # resources whose Ready Event told this round's loads
+        pending = await self.reporter.statuses(writer, state, r, self.clock.now(), told)
         if r.outcomes:
-            await self.reporter.actions(writer, r)
+            await self.reporter.actions(writer, r, told)
         await self.reporter.preemptions(writer, r)
         observe_phases(reports for s in self.states.values() for reports in s.reports.values())
         self.lazy.settle(r.snapshot.namespace, r.selection.wanted, lazy_verdict(r, state))

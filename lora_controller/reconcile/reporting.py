@@ -19,7 +19,7 @@ from lora_controller.api.types import LoraAdapter, LoraAdapterStatus, Phase
 from lora_controller.reconcile.discovering import DiscoveryState
 from lora_controller.reconcile.executing import Outcome
 from lora_controller.reconcile.metrics import PREEMPTIONS
-from lora_controller.reconcile.planning import Load, Plan, Unload
+from lora_controller.reconcile.planning import Action, Load, Plan, Unload
 from lora_controller.reconcile.pods import selector_matches
 from lora_controller.reconcile.refs import CrRef
 from lora_controller.reconcile.snapshot import NamespaceSnapshot
@@ -171,8 +171,12 @@ class Reporter:
         self.concurrency = concurrency
 
     async def statuses(self, writer: Writer, state: NamespaceState, r: Round,
-                       now: datetime) -> bool:
-        """Compute and write every live resource's status; True when work is still pending."""
+                       now: datetime, told: set[CrRef] | None = None) -> bool:
+        """Compute and write every live resource's status; True when work is still pending.
+
+        A resource that becomes Ready through this round's loads gets one Event saying both (its
+        ref is added to `told`, so that `actions` does not tell the loads again): one request
+        instead of two per new resource."""
         by_cr: dict[CrRef, list[Wanted]] = {}
         for key in sorted(r.selection.wanted):
             w = r.selection.wanted[key]
@@ -190,7 +194,12 @@ class Reporter:
         async def write(cr: LoraAdapter, status: LoraAdapterStatus) -> None:
             async with sem:
                 if await writer.write_status(cr, status):
-                    await self._phase_event(writer, cr, status)
+                    loads = loaded.get(CrRef.of(cr))
+                    if await self._phase_event(writer, cr, status, loads) and loads:
+                        told_here.add(CrRef.of(cr))
+
+        told_here = told if told is not None else set()
+        loaded = _loads_by_owner(r.outcomes) if told is not None else {}
 
         await asyncio.gather(*(write(cr, st) for cr, st in writes))
         alive = {CrRef.of(c) for c in r.snapshot.live}
@@ -211,10 +220,12 @@ class Reporter:
         await asyncio.gather(*(one(cr) for cr in crs))
 
     @staticmethod
-    async def _phase_event(writer: Writer, cr: LoraAdapter, status: LoraAdapterStatus) -> None:
+    async def _phase_event(writer: Writer, cr: LoraAdapter, status: LoraAdapterStatus,
+                           loads: Sequence[Action] | None = None) -> bool:
+        """The Event of a phase change, if any; True when it was a Ready one (telling `loads`)."""
         before = cr.status.phase if cr.status else None
         if status.phase is None or status.phase == before:
-            return
+            return False
         if status.phase in (Phase.FAILED, Phase.PARTIAL):
             first = status.failed_adapters[0] if status.failed_adapters else None
             cond = next((c for c in status.conditions if c.type == "Ready"), None)
@@ -222,9 +233,15 @@ class Reporter:
                     cond.message if cond else status.phase.value)
             await writer.record_event(cr, type="Warning", reason=status.phase.value,
                                       action="Reconcile", note=note)
-        elif status.phase is Phase.READY:
+            return False
+        if status.phase is Phase.READY:
+            note = f"{status.desired_count} adapter(s) served as desired"
+            if loads:
+                note += "; " + _summary(loads, "loaded")
             await writer.record_event(cr, type="Normal", reason="Ready", action="Reconcile",
-                                      note=f"{status.desired_count} adapter(s) served as desired")
+                                      note=note)
+            return True
+        return False
 
     async def preemptions(self, writer: Writer, r: Round) -> None:
         live = {CrRef.of(c): c for c in r.snapshot.live}
@@ -237,31 +254,45 @@ class Reporter:
                     note=f"adapter {p.victim.name} preempted on pod {p.pod} by {p.by.cr_ref} "
                          f"(priority {p.by_priority} > {p.victim_priority})")
 
-    async def actions(self, writer: Writer, r: Round) -> None:
-        """Events of one execution, summarised per resource."""
+    async def actions(self, writer: Writer, r: Round, told: set[CrRef] | None = None) -> None:
+        """Events of one execution, summarised per resource (loads already told by a Ready
+        Event of this round, `told`, are not told again)."""
         by_owner: dict[CrRef, list[Outcome]] = {}
         for o in r.outcomes:
             if o.action.owner is not None:
                 by_owner.setdefault(o.action.owner, []).append(o)
         crs = {CrRef.of(c): c for c in r.snapshot.crs}
-        await asyncio.gather(*(self._owner_events(writer, crs[owner], items)
+        await asyncio.gather(*(self._owner_events(writer, crs[owner], items,
+                                                  loads_told=owner in (told or ()))
                                for owner, items in sorted(by_owner.items()) if owner in crs))
 
     @staticmethod
-    async def _owner_events(writer: Writer, cr: LoraAdapter, items: list[Outcome]) -> None:
+    async def _owner_events(writer: Writer, cr: LoraAdapter, items: list[Outcome], *,
+                            loads_told: bool = False) -> None:
         for kind, verb, reason in ((Load, "loaded", "AdaptersLoaded"),
                                    (Unload, "unloaded", "AdaptersUnloaded")):
             done = [o.action for o in items if o.ok and isinstance(o.action, kind)]
-            if done:
-                listed = ", ".join(f"{a.name} on {a.pod.name}" for a in done[:20])
-                more = f" and {len(done) - 20} more" if len(done) > 20 else ""
-                pods = {a.pod for a in done}
-                await writer.record_event(
-                    cr, type="Normal", reason=reason, action=kind.__name__,
-                    note=f"{verb} {len(done)} adapter replica(s) on {len(pods)} pod(s): "
-                         f"{listed}{more}")
+            if done and not (kind is Load and loads_told):
+                await writer.record_event(cr, type="Normal", reason=reason,
+                                          action=kind.__name__, note=_summary(done, verb))
         for o in [o for o in items if not o.ok][:MAX_FAILURE_EVENTS]:
             verb = "Load" if isinstance(o.action, Load) else "Unload"
             await writer.record_event(
                 cr, type="Warning", reason=f"{verb}Failed", action=verb,
                 note=f"adapter {o.action.name} on pod {o.action.pod.name}: {o.message}")
+
+
+def _loads_by_owner(outcomes: Sequence[Outcome]) -> dict[CrRef, list[Action]]:
+    """The round's successful loads, by the resource they were for."""
+    out: dict[CrRef, list[Action]] = {}
+    for o in outcomes:
+        if o.ok and isinstance(o.action, Load) and o.action.owner is not None:
+            out.setdefault(o.action.owner, []).append(o.action)
+    return out
+
+
+def _summary(done: Sequence[Action], verb: str) -> str:
+    """'loaded 12 adapter replica(s) on 6 pod(s): a on p1, ...' (at most 20 listed)."""
+    listed = ", ".join(f"{a.name} on {a.pod.name}" for a in done[:20])
+    more = f" and {len(done) - 20} more" if len(done) > 20 else ""
+    return f"{verb} {len(done)} adapter replica(s) on {len({a.pod for a in done})} pod(s): {listed}{more}"

@@ -58,7 +58,10 @@ async def test_one_reconcile_loads_confirms_and_reports_ready(world: World, tmp_
     final = world.writer.last_status("a")
     assert final.phase is Phase.READY and final.loaded_count == 2 == len(final.loaded_adapters)
     assert FINALIZER in (world.cr("a") or {})["metadata"]["finalizers"]
-    assert any(reason == "AdaptersLoaded" for _, reason, _ in world.writer.events)
+    # One Event tells both the loads and the Ready they led to (one request, not two).
+    assert [(reason, note.split(";")[0]) for _, reason, note in world.writer.events] == [
+        ("Ready", "2 adapter(s) served as desired")]
+    assert "loaded 4 adapter replica(s) on 2 pod(s)" in world.writer.events[0][2]
     requeue = await world.reconcile()
     assert world.writer.executed.count(world.writer.executed[0]) == 1, "a second pass loads nothing"
     assert requeue == world.reconciler.timing.resync
@@ -95,9 +98,12 @@ async def test_a_restarted_pod_gets_its_adapters_back(world: World, tmp_path: Pa
     before = DRIFT_CORRECTIONS._value.get()
     await sim.restart()
     await world.observer.probe(world.cache.pods(NS)[0].ref)
+    told = len(world.writer.events)
     await world.reconcile()
     assert set(world.loaded("p1")) == {"x"}
     assert DRIFT_CORRECTIONS._value.get() == before + 1
+    # Ready before and after: the repair is told by its own Event.
+    assert [reason for _, reason, _ in world.writer.events[told:]] == ["AdaptersLoaded"]
 
 
 async def test_a_failing_load_backs_off_and_says_why(world: World, tmp_path: Path) -> None:
