@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,18 +222,25 @@ class Cluster:
     async def wait_status(self, name: str, check: Callable[[JSON], bool], *,
                           timeout: float = 30.0, what: str = "") -> JSON:
         """Poll LoraAdapter `name`'s status until `check` holds; fails showing the last status."""
-        deadline = time.monotonic() + timeout
-        status: JSON = {}
-        while time.monotonic() < deadline:
-            try:
-                status = await self.status(name)
-            except ApiError:
-                status = {}
-            if check(status):
-                return status
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what or 'status'} of {name}: "
-                             f"{json.dumps(status, indent=1)[:3000]}")
+        return await wait_for_status(self.status, name, check, timeout=timeout, what=what)
+
+
+async def wait_for_status(read: Callable[[str], Awaitable[JSON]], name: str,
+                          check: Callable[[JSON], bool], *, timeout: float, what: str = "",
+                          interval: float = 0.1, context: Callable[[], str] = lambda: "") -> JSON:
+    """Poll `read(name)` until `check` holds; fails showing the last status (and `context()`)."""
+    deadline = time.monotonic() + timeout
+    status: JSON = {}
+    while time.monotonic() < deadline:
+        try:
+            status = await read(name)
+        except ApiError:
+            status = {}
+        if check(status):
+            return status
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or 'status'} of {name}: "
+                         f"{json.dumps(status, indent=1)[:3000]}{context()}")
 
 
 async def list_lora_adapters(kube: KubeClient, namespace: str | None = None) -> list[JSON]:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ import aiohttp
 import pytest
 
 from lora_controller.api.types import API_VERSION
-from lora_controller.devenv.cluster import create_namespace
+from lora_controller.devenv.cluster import check_truthful, create_namespace, wait_for_status
 from lora_controller.devenv.controller_process import ControllerProcess
 from lora_controller.devenv.controlplane import ControlPlane
 from lora_controller.devenv.realvllm import (
@@ -110,23 +108,14 @@ class Lane:
     async def status(self, name: str) -> JSON:
         cr = await self.kube.get(LORA_ADAPTERS, name, namespace=self.namespace)
         status: JSON = cr.get("status") or {}
+        check_truthful(status)
         return status
 
     async def wait_status(self, name: str, check: Callable[[JSON], bool], *, timeout: float = 120,
                           what: str = "") -> JSON:
-        deadline = time.monotonic() + timeout
-        status: JSON = {}
-        while time.monotonic() < deadline:
-            try:
-                status = await self.status(name)
-            except ApiError:
-                status = {}
-            if check(status):
-                return status
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what or 'status'} of {name}: "
-                             f"{json.dumps(status, indent=1)[:3000]}\ncontroller log:\n"
-                             f"{self.controller.tail(30)}")
+        return await wait_for_status(self.status, name, check, timeout=timeout, what=what,
+                                     interval=0.2, context=lambda: "\ncontroller log:\n"
+                                     + self.controller.tail(30))
 
     async def delete(self, name: str, *, timeout: float = 60) -> None:
         """Delete a LoraAdapter and wait until the finalizer let it go."""
