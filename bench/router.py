@@ -3,10 +3,11 @@
 Builds the scale benchmark's world (1,000 resources, 10,000 adapters, 1,000 pods), then drives
 `GET /v1/adapters/{name}/pods?namespace=N` (random adapters) with concurrent clients for a fixed time,
 and, in the same run, a bare aiohttp server (its own process, like the controller) answering a fixed
-JSON body of the same size. Last line: one JSON object with `rps`, `bare_rps`, `ratio`, `p50_ms`,
-`p99_ms`.
+JSON body of the same size. The two are driven in turns (`--rounds` rounds of each), so that a
+change in the machine's load falls on both. Last line: one JSON object with `rps`, `bare_rps`,
+`ratio`, `p50_ms`, `p99_ms`, `bare_p50_ms`, `bare_p99_ms`.
 
-    python bench/router.py [--seconds 10] [--clients 32] [scale options, e.g. --namespaces 10]
+    python bench/router.py [--seconds 10] [--rounds 5] [--clients 32] [scale options, e.g. --namespaces 10]
 """
 
 from __future__ import annotations
@@ -91,19 +92,47 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     await asyncio.sleep(0.1)
             bare_urls = [u.replace(url, f"http://127.0.0.1:{port}") for u in urls]
             await drive(urls, seconds=1, clients=args.clients)  # warm up
-            rps, lat, errors = await drive(urls, seconds=args.seconds, clients=args.clients)
-            bare_rps, _, _ = await drive(bare_urls, seconds=args.seconds, clients=args.clients)
+            await drive(bare_urls, seconds=1, clients=args.clients)
+            ours, theirs = await in_turns(urls, bare_urls, args)
         finally:
             bare.terminate()
             bare.wait()
-        lat.sort()
+        rps, lat, errors = ours
+        bare_rps, bare_lat, _ = theirs
         return {
             "rps": round(rps, 1), "bare_rps": round(bare_rps, 1), "ratio": round(rps / bare_rps, 3),
-            "p50_ms": round(1000 * statistics.median(lat), 2),
-            "p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))], 2),
+            "p50_ms": _ms(lat, 0.5), "p99_ms": _ms(lat, 0.99),
+            "bare_p50_ms": _ms(bare_lat, 0.5), "bare_p99_ms": _ms(bare_lat, 0.99),
+            "p99_over_bare": round(_ms(lat, 0.99) / _ms(bare_lat, 0.99), 3),
             "errors": errors, "clients": args.clients, "seconds": args.seconds,
-            "adapters": len(names), "body_bytes": len(sample),
+            "rounds": args.rounds, "adapters": len(names), "body_bytes": len(sample),
         }
+
+
+Driven = tuple[float, list[float], int]
+
+
+async def in_turns(urls: list[str], bare_urls: list[str], args: argparse.Namespace,
+                   ) -> tuple[Driven, Driven]:
+    """`args.rounds` turns of each, `args.seconds` in all for each: (rps, latencies, errors)."""
+    each = args.seconds / args.rounds
+    runs: dict[str, list[Driven]] = {"ours": [], "bare": []}
+    for _ in range(args.rounds):
+        runs["ours"].append(await drive(urls, seconds=each, clients=args.clients))
+        runs["bare"].append(await drive(bare_urls, seconds=each, clients=args.clients))
+
+    def merged(parts: list[Driven]) -> Driven:
+        latencies = sorted(x for _, lat, _ in parts for x in lat)
+        elapsed = sum(len(lat) / rps for rps, lat, _ in parts if rps)
+        return len(latencies) / elapsed, latencies, sum(e for _, _, e in parts)
+
+    return merged(runs["ours"]), merged(runs["bare"])
+
+
+def _ms(sorted_latencies: list[float], q: float) -> float:
+    if q == 0.5:
+        return round(1000 * statistics.median(sorted_latencies), 2)
+    return round(1000 * sorted_latencies[int(q * (len(sorted_latencies) - 1))], 2)
 
 
 def main() -> None:
@@ -111,6 +140,7 @@ def main() -> None:
     add_arguments(p)
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
     print(json.dumps(asyncio.run(run(p.parse_args()))))
 
 

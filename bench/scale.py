@@ -23,18 +23,31 @@ from _common import add_pods, proc_stats, start_controller
 from lora_controller.devenv.adapters import write_adapters
 from lora_controller.devenv.cluster import wait_all_ready
 from lora_controller.devenv.local import LocalCluster
+from lora_controller.kube.client import KubeClient
 
 
-async def controller_requests(url: str) -> dict[str, float]:
+async def controller_requests(url: str, *, by_code: bool = False) -> dict[str, float]:
+    """The controller's own count of its API server requests, by verb (or verb and status)."""
     async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as r:
         text = await r.text()
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("lora_controller_kube_requests_total{"):
             labels, value = line.rsplit(" ", 1)
-            verb = labels.split('verb="', 1)[1].split('"', 1)[0]
-            out[verb] = out.get(verb, 0.0) + float(value)
+            key = labels.split('verb="', 1)[1].split('"', 1)[0]
+            if by_code:
+                key += " " + labels.split('code="', 1)[1].split('"', 1)[0]
+            out[key] = out.get(key, 0.0) + float(value)
     return out
+
+
+async def event_reasons(kube: KubeClient) -> dict[str, int]:
+    """Events the controller recorded, by reason (what its POSTs were)."""
+    page = await kube.request("GET", "/apis/events.k8s.io/v1/events", query={"limit": 100000})
+    out: dict[str, int] = {}
+    for e in page.get("items") or []:
+        out[e.get("reason", "")] = out.get(e.get("reason", ""), 0) + 1
+    return dict(sorted(out.items()))
 
 
 async def build(world: LocalCluster, args: argparse.Namespace) -> tuple[float, float]:
@@ -77,13 +90,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         assert world.controller is not None
         _, rss = proc_stats(world.controller.pid)
         requests = await controller_requests(world.controller.url)
+        by_code = await controller_requests(world.controller.url, by_code=True)
         loads = sum(1 for sim in world.sims.values() for e in sim.load_log
                     if e.action == "load" and e.status == 200)
         return {
             "ready_s": round(ready_s, 2),
             "rss_mib": round(rss, 1),
             "api_requests_per_cr": round(sum(requests.values()) / total, 2),
-            "api_requests_by_verb": requests,
+            "api_requests_by_verb": requests, "api_requests_by_code": by_code,
+            "events_by_reason": await event_reasons(world.kube),
             "crs": total, "adapters": total * args.adapters_per_cr,
             "pods": args.namespaces * args.pods_per_namespace, "loads": loads,
             "setup_s": round(setup_s, 1),

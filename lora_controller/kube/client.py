@@ -93,11 +93,17 @@ def _error_from_body(status: int, body: bytes, headers: Mapping[str, str]) -> Ap
 
 
 class KubeClient:
-    """JSON requests to the API server, each with a timeout."""
+    """JSON requests to the API server, each with a timeout.
 
-    def __init__(self, api: ApiClient, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    At most `concurrency` requests run at once; watches are not counted: each holds its connection
+    for minutes, and one per namespace must never starve the requests (with watches drawn from the
+    same bounded pool, 32 namespaces would take every connection and block every write)."""
+
+    def __init__(self, api: ApiClient, *, timeout: float = DEFAULT_TIMEOUT,
+                 concurrency: int = 32) -> None:
         self.api = api
         self.timeout = timeout
+        self._slots = asyncio.Semaphore(concurrency)
 
     @classmethod
     async def from_config(
@@ -105,15 +111,16 @@ class KubeClient:
         context: str | None = None,
     ) -> KubeClient:
         """From a kubeconfig file when given (or $KUBECONFIG), else the in-cluster service account;
-        `context` picks a kubeconfig context other than its current one."""
+        `context` picks a kubeconfig context other than its current one. `pool_size`: requests at
+        once (each a TLS connection of its own, 256 KiB of read buffer), watches besides."""
         cfg = Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG")
         if path:
             await load_kube_config(config_file=path, client_configuration=cfg, context=context)
         else:
             load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        cfg.connection_pool_maxsize = pool_size
-        return cls(ApiClient(configuration=cfg), timeout=timeout)
+        cfg.connection_pool_maxsize = 0  # no limit in the connector: the requests' is ours
+        return cls(ApiClient(configuration=cfg), timeout=timeout, concurrency=pool_size)
 
     async def close(self) -> None:
         await self.api.close()
@@ -167,15 +174,16 @@ class KubeClient:
     ) -> JSON:
         total = timeout or self.timeout
         ctimeout = aiohttp.ClientTimeout(total=total)
-        resp = await self._send(method, path, query=query, body=body, content_type=content_type,
-                                timeout=ctimeout, headers=headers)
-        try:
-            async with asyncio.timeout(total):
-                data = await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            resp.release()
+        async with self._slots:
+            resp = await self._send(method, path, query=query, body=body,
+                                    content_type=content_type, timeout=ctimeout, headers=headers)
+            try:
+                async with asyncio.timeout(total):
+                    data = await resp.read()
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise ApiError(0, "ConnectionError", f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                resp.release()
         if not 200 <= resp.status < 300:
             raise _error_from_body(resp.status, data, resp.headers)
         return cast(JSON, json.loads(data)) if data else {}

@@ -2,7 +2,9 @@
 
 LoraAdapters come from their informers' stores and are parsed once per resourceVersion (parsing
 thousands of resources on every reconcile would dominate it); the parsed objects are shared, so
-treat them as read-only. Pods are kept as `TargetPod` (what the controller reads from a Pod),
+treat them as read-only. The parsing happens as an object arrives (`keep_parsed`, the informers'
+transform), and the informer's store keeps only the metadata its event handlers read: one copy of
+each resource in memory (the parsed one), not two. Pods are kept as `TargetPod` (what the controller reads from a Pod),
 indexed by namespace, so one namespace's pods are found without scanning the fleet.
 """
 
@@ -10,12 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from lora_controller.api.types import LoraAdapter
 from lora_controller.kube.informer import SharedInformer
 from lora_controller.reconcile.pods import TargetPod
 from lora_controller.reconcile.refs import CrRef, PodRef
 
 JSON = dict[str, Any]
+# What the event handlers read of a LoraAdapter (causes.py) and what keys it in the store.
+_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "deletionTimestamp",
+                  "finalizers")
 
 
 class ClusterCache:
@@ -43,6 +50,19 @@ class ClusterCache:
     def forget_cr(self, obj: JSON) -> None:
         meta = obj.get("metadata") or {}
         self._parsed.pop(CrRef(str(meta.get("namespace", "")), str(meta.get("name", ""))), None)
+
+    def keep_parsed(self, obj: JSON) -> JSON:
+        """The LoraAdapter informers' transform: parse now, keep the metadata in the store."""
+        meta = obj.get("metadata") or {}
+        try:
+            cr = LoraAdapter.model_validate(obj)
+        except ValidationError:  # kept whole: parsing fails again where it is read, and says why
+            meta.pop("managedFields", None)
+            return obj
+        ref = CrRef(str(meta.get("namespace", "")), str(meta.get("name", "")))
+        self._parsed[ref] = (str(meta.get("resourceVersion", "")), cr)
+        return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta}}
 
     def _parse(self, obj: JSON) -> LoraAdapter:
         meta = obj.get("metadata") or {}

@@ -104,7 +104,8 @@ class LoraController:
     async def start(self) -> None:
         namespaces: list[str | None] = [*self.config.namespaces] if self.config.namespaces else [None]
         for ns in namespaces:
-            inf = self.factory.informer(LORA_ADAPTERS, namespace=ns)
+            inf = self.factory.informer(LORA_ADAPTERS, namespace=ns,
+                                        transform=self.cache.keep_parsed)
             inf.add_event_handler(on_add=self._on_object, on_update=self._on_cr_update,
                                   on_delete=self._on_cr_delete)
             self.cache.cr_informers.append(inf)

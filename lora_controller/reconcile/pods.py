@@ -13,6 +13,7 @@ line cannot say comes from annotations:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -151,8 +152,15 @@ _READ_ENV = frozenset({"VLLM_ALLOW_RUNTIME_LORA_UPDATING", "VLLM_API_KEY"})
 _READ_ANNOTATIONS = (MEMORY_ANNOTATION, PORT_ANNOTATION, ZONE_LABEL)
 
 
+def _shared(values: Any) -> Any:
+    """A list of strings whose strings are interned: the command lines and labels of a
+    Deployment's pods are the same strings, kept once for all of them."""
+    return [sys.intern(v) if isinstance(v, str) else v for v in values] \
+        if isinstance(values, list) else values
+
+
 def _container_fields(c: JSON) -> JSON:
-    kept: JSON = {k: c[k] for k in ("name", "command", "args") if k in c}
+    kept: JSON = {k: _shared(c[k]) for k in ("name", "command", "args") if k in c}
     env = [{k: e[k] for k in ("name", "value") if k in e}
            for e in c.get("env") or [] if e.get("name") in _READ_ENV]
     if env:
@@ -175,7 +183,10 @@ def pod_fields(pod: JSON) -> JSON:
     status = pod.get("status") or {}
     annotations = meta.get("annotations") or {}
     kept_meta: JSON = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                            "labels", "deletionTimestamp") if k in meta}
+                                            "deletionTimestamp") if k in meta}
+    if isinstance(meta.get("labels"), dict):
+        kept_meta["labels"] = {sys.intern(str(k)): sys.intern(str(v))
+                               for k, v in meta["labels"].items()}
     read = {k: annotations[k] for k in _READ_ANNOTATIONS if k in annotations}
     if read:
         kept_meta["annotations"] = read

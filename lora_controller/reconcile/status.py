@@ -32,9 +32,10 @@ MAX_LIST = 100
 MAX_MESSAGE = 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class AdapterReport:
-    """Everything known about one adapter of one LoraAdapter, for its status (pods by name)."""
+    """Everything known about one adapter of one LoraAdapter, for its status (pods by name; one
+    per adapter of the fleet: slots, no instance dictionary)."""
 
     name: str
     desired_pods: tuple[str, ...] = ()

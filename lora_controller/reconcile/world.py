@@ -32,9 +32,10 @@ from lora_controller.scheduler.model import AdapterDemand, AdapterKey, PodCapaci
 from lora_controller.sources.model import DiscoveredAdapter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Wanted:
-    """One discovered adapter of one resource, as the controller will serve it."""
+    """One discovered adapter of one resource, as the controller will serve it (one per adapter
+    of the fleet: slots, no instance dictionary)."""
 
     cr: LoraAdapter
     adapter: DiscoveredAdapter
