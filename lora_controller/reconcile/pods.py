@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from lora_controller.api.types import GROUP, LabelSelector
@@ -68,8 +69,9 @@ class TargetPod:
     def endpoint(self) -> Endpoint | None:
         return Endpoint(host=self.ip, port=self.port) if self.ip else None
 
-    @property
+    @cached_property
     def base_url(self) -> str | None:
+        """Computed once per pod object (every router answer shows it)."""
         ep = self.endpoint
         return ep.base_url if ep else None
 

@@ -20,7 +20,7 @@ from lora_controller.reconcile.demand import Reported
 from lora_controller.reconcile.dryrun import DryRun
 from lora_controller.reconcile.history import ActionRecord, EventRecord, History
 from lora_controller.reconcile.lazy import LazyLoads
-from lora_controller.reconcile.observing import Observer
+from lora_controller.reconcile.observing import Observation, Observer
 from lora_controller.reconcile.pipeline import NamespaceReconciler
 from lora_controller.reconcile.pods import TargetPod
 from lora_controller.reconcile.refs import CrRef, PodRef
@@ -166,6 +166,8 @@ class ControllerView:
         self.namespaces = frozenset(namespaces) if namespaces else None
         self._ready = False
         self._synced_at: float | None = None
+        self._pod_infos: dict[PodRef, tuple[TargetPod, Observation, PodInfo]] = {}
+        self._made = 0
 
     @property
     def synced(self) -> bool:
@@ -191,9 +193,10 @@ class ControllerView:
         return self.namespaces is None or namespace in self.namespaces
 
     def _info(self, w: Wanted, state: NamespaceState) -> AdapterInfo:
-        placed = state.schedule.placement.get(w.key, ()) if state.schedule else ()
+        key = w.key
+        placed = state.schedule.placement.get(key, ()) if state.schedule else ()
         report = next((r for r in state.reports.get(w.ref, ()) if r.name == w.adapter.name), None)
-        scaled = state.scaled.get(w.key)
+        scaled = state.scaled.get(key) if state.scaled else None
         confirmed = tuple(self._confirmed(w))
         names = {p.name for p in confirmed}
         return AdapterInfo(
@@ -214,8 +217,21 @@ class ControllerView:
             pod, obs = self.cache.pod(ref), self.observer.get(ref)
             if pod is not None and obs is not None and obs.ok and \
                     obs.adapters.get(w.adapter.name) == w.path:
-                out.append(pod_info(pod, obs.observed_at))
+                out.append(self._pod_info(pod, obs))
         return out
+
+    def _pod_info(self, pod: TargetPod, obs: Observation) -> PodInfo:
+        """The pod as answered, made once per (pod object, read of the pod), not per answer."""
+        known = self._pod_infos.get(pod.ref)
+        if known is not None and known[0] is pod and known[1] is obs:
+            return known[2]
+        self._made += 1
+        if self._made % 4096 == 0:  # pods come and go: forget those that went
+            self._pod_infos = {ref: v for ref, v in self._pod_infos.items()
+                               if self.cache.pod(ref) is v[0]}
+        info = pod_info(pod, obs.observed_at)
+        self._pod_infos[pod.ref] = (pod, obs, info)
+        return info
 
     def adapters(self, namespace: str | None = None) -> list[AdapterInfo]:
         out: list[AdapterInfo] = []

@@ -23,8 +23,10 @@ answers 404 `NamespaceNotServed` for any other namespace a request names, so tha
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Collection
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -57,14 +59,32 @@ ROUTER_SECONDS = Histogram("lora_controller_router_request_seconds",
 
 ENSURE_TIMEOUT = 60.0
 
+
+@functools.lru_cache(maxsize=1024)
+def _requests(endpoint: str, code: int) -> Any:
+    """The counter of one endpoint and status (prometheus_client's `labels` takes a lock and
+    builds a key on every call: looked up once per pair instead of once per request)."""
+    return ROUTER_REQUESTS.labels(endpoint, str(code))
+
+
+@functools.lru_cache(maxsize=256)
+def _seconds(endpoint: str) -> Any:
+    return ROUTER_SECONDS.labels(endpoint)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def pod_json(pod: PodInfo) -> dict[str, Any]:
     return {"name": pod.name, "namespace": pod.namespace, "ip": pod.ip, "port": pod.port,
             "baseUrl": pod.base_url, "ready": pod.ready,
-            "observedAt": pod.observed_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            if pod.observed_at else None}
+            "observedAt": _stamp(pod.observed_at) if pod.observed_at else None}
+
+
+@functools.lru_cache(maxsize=8192)
+def _stamp(at: datetime) -> str:
+    """A pod's observedAt as RFC 3339 (UTC): formatted once per read of the pod, not per answer
+    (strftime was a tenth of the time of a GetPodsForAdapter answer)."""
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class RouterApi:
@@ -119,8 +139,8 @@ class RouterApi:
             log.exception("router API handler failed", path=request.path)
             response = _json({"error": {"reason": "InternalError",
                                         "message": "the controller failed to answer"}}, 500)
-        ROUTER_REQUESTS.labels(endpoint, str(response.status)).inc()
-        ROUTER_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+        _requests(endpoint, response.status).inc()
+        _seconds(endpoint).observe(time.perf_counter() - started)
         return response
 
     # -- helpers ---------------------------------------------------------------------------
