@@ -52,14 +52,19 @@ def _ready(obj: dict[str, Any]) -> bool:
                 and status.get("observedGeneration") == obj["metadata"].get("generation"))
 
 
-async def watch_until_ready(kube: KubeClient, expected: int, *, namespace: str,
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+async def watch_until_ready(kube: KubeClient, expected: int, *, namespace: str | None,
                             timeout: float = 600) -> float:
-    """Seconds until `expected` LoraAdapters of the namespace are Ready for their generation,
+    """Seconds until `expected` LoraAdapters of the namespace (None: all) are Ready for their generation,
     seen through a watch: polling the list every few milliseconds would take the event loop
     that also runs the simulated pods, and slow the very loads being timed."""
     started = time.monotonic()
-    page = await kube.list(LORA_ADAPTERS, namespace=namespace)
-    ready = {o["metadata"]["name"] for o in page["items"] if _ready(o)}
+    page = await kube.list(LORA_ADAPTERS, namespace=namespace, timeout=120)
+    ready = {_key(o) for o in page["items"] if _ready(o)}
     version = page["metadata"]["resourceVersion"]
     async with asyncio.timeout(timeout):
         while len(ready) < expected:
@@ -68,9 +73,9 @@ async def watch_until_ready(kube: KubeClient, expected: int, *, namespace: str,
                 meta = event.object.get("metadata") or {}
                 version = meta.get("resourceVersion", version)
                 if event.type in ("ADDED", "MODIFIED") and _ready(event.object):
-                    ready.add(meta["name"])
+                    ready.add(_key(event.object))
                 elif event.type in ("ADDED", "MODIFIED", "DELETED"):
-                    ready.discard(meta.get("name"))
+                    ready.discard(_key(event.object))
                 if len(ready) >= expected:
                     break
     return time.monotonic() - started

@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import time
 
 import aiohttp
-from _common import add_pods, proc_stats, start_controller
+from _common import add_pods, apiserver_requests, proc_stats, start_controller, watch_until_ready
+from _xl import SimHosts, register
 
 from lora_controller.devenv.adapters import write_adapters
 from lora_controller.devenv.cluster import wait_all_ready
@@ -105,6 +107,84 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         }
 
 
+async def run_xl(args: argparse.Namespace) -> dict[str, object]:
+    """The xl size: pods in processes of their own (bench/_xl.py), loads taking --latency-ms."""
+    namespaces = [f"scale-{n:02d}" for n in range(args.namespaces)]
+    per_ns, total = args.pods_per_namespace, args.namespaces * args.crs_per_namespace
+    per_pod = math.ceil(args.crs_per_namespace * args.adapters_per_cr / per_ns)
+    async with LocalCluster() as world, SimHosts(
+            args.namespaces * per_ns, args.sim_hosts, max_loras=4, max_cpu_loras=per_pod + 8,
+            load_latency_ms=args.latency_ms) as hosts:
+        started_setup = time.monotonic()
+        for n, ns in enumerate(namespaces):
+            await world.namespace(ns)
+            await register(world.kube, ns, [f"vllm-{i:04d}" for i in range(per_ns)],
+                           hosts.ports[n * per_ns:(n + 1) * per_ns],
+                           labels=lambda i: {"group": f"g{i % 10}"}, max_loras=4,
+                           max_cpu_loras=per_pod + 8)
+            await asyncio.to_thread(_write_adapters, world, ns, args)
+        setup_s = time.monotonic() - started_setup
+        await start_controller(world, "--poll-interval", "30", "--no-leader-elect", "--workers",
+                               "4", "--load-concurrency", str(args.concurrency), timeout=300)
+        before = await apiserver_requests(world.kube)
+        started = time.monotonic()
+        waiting = asyncio.create_task(watch_until_ready(world.kube, total, namespace=None,
+                                                        timeout=7200))
+        await _create_all(world, namespaces, args)
+        await waiting
+        ready_s = time.monotonic() - started
+        assert world.controller is not None
+        _, rss = proc_stats(world.controller.pid)
+        requests = await controller_requests(world.controller.url)
+        after = await apiserver_requests(world.kube)
+        server_cpu = proc_stats(world.cp._require_state().apiserver_pid or 0)[0]
+    lower = math.ceil(per_pod / args.concurrency) * args.latency_ms / 1000
+    return {
+        "ready_s": round(ready_s, 1), "lower_bound_s": round(lower, 1),
+        "ratio": round(ready_s / lower, 2), "rss_mib": round(rss, 1),
+        "api_requests_per_cr": round(sum(requests.values()) / total, 2),
+        "api_requests_by_verb": requests,
+        "apiserver_requests_in_run": _by_verb(before, after), "apiserver_cpu_s": round(server_cpu, 1),
+        "crs": total, "adapters": total * args.adapters_per_cr,
+        "pods": args.namespaces * per_ns, "loads": hosts.loads, "loads_per_pod": per_pod,
+        "latency_ms": args.latency_ms, "concurrency": args.concurrency,
+        "setup_s": round(setup_s, 1),
+    }
+
+
+def _write_adapters(world: LocalCluster, ns: str, args: argparse.Namespace) -> None:
+    for c in range(args.crs_per_namespace):
+        write_adapters(world.workdir / "adapters" / ns / f"cr-{c:03d}",
+                       [f"{ns}-c{c:03d}-a{a:02d}" for a in range(args.adapters_per_cr)],
+                       shared_weights=True)
+
+
+async def _create_all(world: LocalCluster, namespaces: list[str], args: argparse.Namespace) -> None:
+    sem = asyncio.Semaphore(16)
+
+    async def create(ns: str, c: int) -> None:
+        async with sem:
+            await world.clusters[ns].apply(f"cr-{c:03d}", {
+                "baseModel": "tiny-llama",
+                "adapterSource": {"type": "local", "repository": str(
+                    world.workdir / "adapters" / ns / f"cr-{c:03d}")},
+                "deploymentConfig": {"replicas": 1, "podSelector": {"matchLabels": {
+                    "lora-enabled": "true", "group": f"g{c % 10}"}}}})
+
+    await asyncio.gather(*(create(ns, c) for ns in namespaces
+                           for c in range(args.crs_per_namespace)))
+
+
+def _by_verb(before: dict[tuple[str, str], float],
+             after: dict[tuple[str, str], float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (verb, _), value in after.items():
+        out[verb] = out.get(verb, 0.0) + value
+    for (verb, _), value in before.items():
+        out[verb] = out.get(verb, 0.0) - value
+    return {k: v for k, v in sorted(out.items()) if v}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespaces", type=int, default=10)
     p.add_argument("--crs-per-namespace", type=int, default=100)
@@ -115,7 +195,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(p)
-    print(json.dumps(asyncio.run(run(p.parse_args()))))
+    p.add_argument("--size", choices=["default", "xl"], default="default",
+                   help="xl: 20 namespaces of 500 resources and 250 pods (10,000 / 100,000 / 5,000)")
+    p.add_argument("--sim-hosts", type=int, default=5, help="xl: processes serving the pods")
+    p.add_argument("--latency-ms", type=float, default=2000, help="xl: each simulated load's time")
+    p.add_argument("--concurrency", type=int, default=4, help="xl: loads at once per pod")
+    args = p.parse_args()
+    if args.size == "xl":
+        args.namespaces, args.crs_per_namespace, args.pods_per_namespace = 20, 500, 250
+        print(json.dumps(asyncio.run(run_xl(args))))
+    else:
+        print(json.dumps(asyncio.run(run(p.parse_args()))))
 
 
 if __name__ == "__main__":
