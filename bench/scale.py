@@ -7,7 +7,14 @@ resource Ready, the controller's RSS at the end, and the requests the controller
 server per resource (its own `lora_controller_kube_requests_total`, watches counted once). Last
 line: one JSON object with `ready_s`, `rss_mib`, `api_requests_per_cr`.
 
+`--size xl`: 20 namespaces of 500 resources and 250 pods (10,000 resources, 100,000 adapters, 5,000
+pods, 20 loads per pod), the pods served by `--sim-hosts` processes of their own (bench/_xl.py),
+each load taking `--latency-ms`. It adds `lower_bound_s` = ceil(loads per pod / --concurrency) x
+latency and `ratio` = ready_s / lower_bound_s, and the API server's own request counts and CPU
+seconds for the run (to tell when it, not the controller, is the limit).
+
     python bench/scale.py [--namespaces 10] [--crs-per-namespace 100] [--pods-per-namespace 100] [--adapters-per-cr 10]
+    python bench/scale.py --size xl [--sim-hosts 5] [--latency-ms 2000] [--concurrency 4]
 """
 
 from __future__ import annotations
